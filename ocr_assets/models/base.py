@@ -1,0 +1,95 @@
+"""One recognizer interface for every backend (compact CTC, DeepSeek-OCR-2, DeepSeek-OCR v1 via Unsloth)."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from PIL import Image
+
+
+class ModelError(Exception):
+    """Base for every model-layer error; messages name the bad value and the fix."""
+
+
+class ModelNotFoundError(ModelError):
+    pass
+
+
+@dataclass
+class Recognition:
+    """What a recognizer says about one line image."""
+
+    text: str
+    confidence: float  # 0..1
+    char_confidences: list[float] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Defaults live here once; dg.Config classes and the CLI reuse these names."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    max_steps: int | None = None
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 200  # steps
+    num_workers: int = 0
+
+
+@dataclass
+class LoraSettings:
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | None = None  # None: the backend's default targets
+    modules_to_save: list[str] | None = None
+
+
+class Recognizer(abc.ABC):
+    """Images in, text + confidence out; trainable, LoRA-adaptable, saveable."""
+
+    backend: str = "abstract"
+
+    @abc.abstractmethod
+    def recognize(self, images: Sequence[Image.Image], batch_size: int = 32) -> list[Recognition]:
+        """Read line images; never raises for one bad image (gives a Recognition with `error`)."""
+
+    @abc.abstractmethod
+    def save(self, path: str | Path) -> Path:
+        """Write a self-describing model directory (safetensors + config) usable by `load_recognizer`."""
+
+    @property
+    @abc.abstractmethod
+    def lora_target_modules(self) -> list[str]:
+        """Default peft target module names for this backend."""
+
+    def to(self, device: str) -> "Recognizer":
+        return self
+
+    def parameters_count(self) -> int:
+        return 0
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ModelError(f"device {device!r} is not one of auto, cpu, cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} was asked for but torch sees no CUDA device; use --device cpu")
+    return device
+
+
+def batched(items: Sequence, size: int) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
