@@ -1,4 +1,140 @@
-"""The `ocr-assets` command (filled in by later steps)."""
+"""The `ocr-assets` command: thin verbs over the same library the Dagster assets use (imports stay lazy)."""
 
-def main() -> None:
-    raise SystemExit("not yet")
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+MODEL_HELP = "model directory, models:/NAME@ALIAS from the MLflow registry, or omitted for the shipped default"
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"ocr-assets: error: {message}", file=sys.stderr)
+    return code
+
+
+def _progress(label: str):
+    def show(p) -> None:
+        rate = p.done / p.seconds if p.seconds else 0.0
+        print(f"\r{label}: {p.done}/{p.total} ({rate:.1f}/s)", end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_validate(args) -> int:
+    from ocr_assets.data.validation import validate_gt_dir
+
+    gt_dir = Path(args.gt_dir)
+    if not gt_dir.is_dir():
+        return _fail(f"GT_DIR {str(gt_dir)!r} is not a directory")
+    report = validate_gt_dir(gt_dir)
+    Path(args.report).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    print(f"accepted {len(report['accepted'])}, quarantined {len(report['quarantined'])} -> {args.report}", file=sys.stderr)
+    return 0
+
+
+def cmd_recognize(args) -> int:
+    from ocr_assets.models.loading import load_recognizer
+    from ocr_assets.ocr import recognize_dir
+
+    root = Path(args.images_dir)
+    if not root.is_dir():
+        return _fail(f"IMAGES_DIR {str(root)!r} is not a directory")
+    recognizer = load_recognizer(args.model, device=args.device)
+    n = 0
+    with open(args.out, "w", encoding="utf-8") as out:
+        for row in recognize_dir(recognizer, root, batch_size=args.batch_size, on_progress=_progress("recognize")):
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    print(f"{n} images -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from ocr_assets.data.gt_folder import iter_gt_folder
+    from ocr_assets.data.validation import validate_lines
+    from ocr_assets.evaluation import evaluate_pairs
+    from ocr_assets.models.loading import load_recognizer
+
+    gt_dir = Path(args.gt_dir)
+    if not gt_dir.is_dir():
+        return _fail(f"GT_DIR {str(gt_dir)!r} is not a directory")
+    pairs, quarantine = validate_lines(iter_gt_folder(gt_dir))
+    if pairs.num_rows == 0:
+        return _fail(f"no valid line pairs in {str(gt_dir)!r} ({quarantine.num_rows} quarantined)")
+    recognizer = load_recognizer(args.model, device=args.device)
+    result = evaluate_pairs(recognizer, pairs, batch_size=args.batch_size)
+    summary = result.summary()
+    summary["quarantined"] = quarantine.num_rows
+    if args.per_document:
+        summary["per_document"] = {d: {"cer": round(s.cer, 5), "cer_norm": round(s.cer_norm, 5), "lines": s.lines}
+                                   for d, s in result.per_document.items()}
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from ocr_assets.training import FinetuneSettings, finetune_gt_dir
+
+    gt_dir = Path(args.train_gt_dir)
+    if not gt_dir.is_dir():
+        return _fail(f"TRAIN_GT_DIR {str(gt_dir)!r} is not a directory")
+    settings = FinetuneSettings(epochs=args.epochs, rank=args.rank, learning_rate=args.lr, device=args.device)
+    result = finetune_gt_dir(gt_dir, Path(args.out), base=args.base, settings=settings, log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ocr-assets", description="OCR of classical Arabic print: validate, recognize, evaluate, finetune.")
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("validate", help="judge a ground-truth folder: accepted pairs and quarantined items with reasons")
+    p.add_argument("gt_dir")
+    p.add_argument("--report", required=True, help="JSON report path")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("recognize", help="OCR every line image under a folder into JSONL")
+    p.add_argument("images_dir")
+    p.add_argument("--out", required=True, help="JSONL output path")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_recognize)
+
+    p = sub.add_parser("evaluate", help="score a model on a ground-truth folder (JSON: cer, cer_norm, wer, lines, lines_per_s)")
+    p.add_argument("gt_dir")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--per-document", action="store_true", help="add per-document scores")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("finetune", help="LoRA fine-tune on a ground-truth folder and write a merged model directory")
+    p.add_argument("train_gt_dir")
+    p.add_argument("--out", required=True, help="output model directory (usable as --model)")
+    p.add_argument("--base", default=None, help=MODEL_HELP)
+    p.add_argument("--epochs", type=int, default=None, help="default: chosen from the number of lines")
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_finetune)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ocr_assets.models.base import ModelError
+
+    try:
+        return args.func(args)
+    except ModelError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,8 +6,6 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-import jiwer
-import sacrebleu
 from rapidfuzz.distance import Levenshtein
 
 from ocr_assets.text import normalize, strip_tashkeel
@@ -35,6 +33,8 @@ def _corpus_cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
 
 
 def _corpus_wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    import jiwer  # lazy: training code needs CER only
+
     pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r.strip()]
     if not pairs:
         return 0.0
@@ -52,6 +52,8 @@ def cer_norm(refs: Sequence[str], hyps: Sequence[str]) -> float:
 
 
 def score(refs: Sequence[str], hyps: Sequence[str]) -> Scores:
+    import sacrebleu
+
     n_refs = [normalize(r) for r in refs]
     n_hyps = [normalize(h) for h in hyps]
     s_refs = [strip_tashkeel(r) for r in refs]

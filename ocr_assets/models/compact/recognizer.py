@@ -1,0 +1,234 @@
+"""CompactRecognizer: line images in, text + confidences out, through a CompactOCRModel.
+
+The image chain (`prepare_line`) is the same in training and inference: grayscale, ink = 1, contrast
+stretched, resized to the model's height keeping the aspect ratio.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ocr_assets.models.base import ModelError, ModelNotFoundError, Recognition, Recognizer, resolve_device
+from ocr_assets.models.compact.codec import Codec
+from ocr_assets.models.compact.config import BLANK_ID, CompactOCRConfig
+from ocr_assets.models.compact.modeling import LORA_TARGETS, CompactOCRModel
+
+CPU_PRECISIONS = ("auto", "fp32", "bf16", "int8")
+MAX_WIDTH_PER_HEIGHT = 100  # a line 100x longer than tall is squeezed to that, so one bad crop cannot eat memory
+
+
+def _to_gray(image: Image.Image) -> Image.Image:
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("L")
+    if image.mode.startswith(("I", "F")):  # 16/32-bit scans: scale their own range to 8 bits
+        values = np.asarray(image, dtype=np.float32)
+        low, high = float(values.min()), float(values.max())
+        return Image.fromarray(((values - low) * (255.0 / (high - low or 1.0))).astype(np.uint8), "L")
+    return image.convert("L")
+
+
+def open_image(source: Image.Image | bytes | str | Path) -> Image.Image:
+    """A loaded PIL image from an image, encoded bytes or a path (decoding errors raise here, not later)."""
+    if isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        image = Image.open(io.BytesIO(bytes(source)))
+    elif isinstance(source, (str, Path)):
+        image = Image.open(source)
+    else:
+        raise TypeError(f"expected a PIL image, encoded image bytes or a path; got {type(source).__name__}")
+    image.load()
+    return image
+
+
+def prepare_line(source: Image.Image | bytes | str | Path, height: int) -> np.ndarray:
+    """(height, width) float32 array, ink = 1 on background 0, aspect ratio kept."""
+    image = _to_gray(open_image(source))
+    w, h = image.size
+    if w < 1 or h < 1:
+        raise ValueError(f"image is {w}x{h} pixels; a line image needs at least 1x1")
+    new_w = min(max(1, round(w * height / h)), height * MAX_WIDTH_PER_HEIGHT)
+    # BILINEAR in Pillow filters over the whole footprint when shrinking, so thin strokes are not dropped.
+    array = np.asarray(image.resize((new_w, height), Image.BILINEAR), dtype=np.float32)
+    array = 1.0 - array / 255.0
+    sample = array[:, ::2].ravel()  # every other column: enough for two quantiles, half the cost
+    background = float(np.median(sample))
+    if background > 0.5:  # light text on a dark ground: flip so ink is still 1
+        array, sample, background = 1.0 - array, 1.0 - sample, 1.0 - background
+    top = int(0.995 * (sample.size - 1))
+    ink = float(np.partition(sample, top)[top])
+    if ink - background > 0.1:  # stretch grey scans so background ~0 and ink ~1 (binary scans stay as they are)
+        array = np.clip((array - background) / (ink - background), 0.0, 1.0)
+    return array
+
+
+def collate_lines(arrays: Sequence[np.ndarray], multiple: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad prepared lines to one width (a multiple of `multiple`): (batch, 1, H, W) and true widths."""
+    widths = [a.shape[1] for a in arrays]
+    width = -(-max(widths) // multiple) * multiple
+    batch = np.zeros((len(arrays), 1, arrays[0].shape[0], width), dtype=np.float32)
+    for i, a in enumerate(arrays):
+        batch[i, 0, :, : a.shape[1]] = a
+    return torch.from_numpy(batch), torch.tensor(widths, dtype=torch.long)
+
+
+def greedy_decode(logits: torch.Tensor, lengths: torch.Tensor) -> list[tuple[list[int], list[float], float]]:
+    """Best path per line: (label ids, per-label confidence, line confidence 0..1).
+
+    A label's confidence is its highest frame probability; the line's is the mean over its labels, or the mean
+    blank probability when nothing was read (an empty line read with certainty scores 1.0).
+    """
+    probs, best = logits.float().softmax(-1).max(-1)
+    probs, best, lengths = probs.cpu().numpy(), best.cpu().numpy(), lengths.cpu().numpy()
+    out = []
+    for p, b, n in zip(probs, best, lengths):
+        p, b = p[:n], b[:n]
+        if n == 0:
+            out.append(([], [], 1.0))
+            continue
+        starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+        run_ids, run_conf = b[starts], np.maximum.reduceat(p, starts)
+        keep = run_ids != BLANK_ID
+        ids, confs = run_ids[keep].tolist(), run_conf[keep].astype(float).tolist()
+        line = float(np.mean(confs)) if confs else float(np.mean(p[b == BLANK_ID]))
+        out.append((ids, confs, line))
+    return out
+
+
+def _fuse_conv_bn(model: CompactOCRModel) -> None:
+    """Fold each BatchNorm into the conv before it (inference only: saves a pass over every feature map)."""
+    layers = list(model.frontend.layers)
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], torch.nn.Conv2d) and isinstance(layers[i + 1], torch.nn.BatchNorm2d):
+            layers[i] = torch.nn.utils.fusion.fuse_conv_bn_eval(layers[i], layers[i + 1])
+            layers[i + 1] = torch.nn.Identity()
+    model.frontend.layers = torch.nn.Sequential(*layers)
+
+
+def default_cpu_precision() -> str:
+    """bf16 where the CPU computes it natively (AVX512-BF16 / AMX), else int8 dynamic quantization."""
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "int8"
+    except (AttributeError, RuntimeError):
+        return "int8"
+
+
+class CompactRecognizer(Recognizer):
+    """The embedded default backend: a CompactOCRModel with its codec, preprocessing and greedy CTC decoding."""
+
+    backend = "compact"
+
+    def __init__(self, model: CompactOCRModel, device: str = "auto", cpu_precision: str = "auto"):
+        if cpu_precision not in CPU_PRECISIONS:
+            raise ModelError(f"cpu_precision {cpu_precision!r} is not one of {', '.join(CPU_PRECISIONS)}")
+        self.model = model.float().eval()
+        self.codec = Codec.from_config(model.config)
+        self.device = resolve_device(device)
+        self.cpu_precision = default_cpu_precision() if cpu_precision == "auto" else cpu_precision
+        self._runner: torch.nn.Module | None = None
+        self.model.to(self.device)
+
+    @classmethod
+    def new(cls, alphabet: Sequence[str] | None = None, device: str = "auto", **config: object) -> "CompactRecognizer":
+        """An untrained recognizer (default alphabet and shipping size unless overridden)."""
+        from ocr_assets.models.compact.codec import default_alphabet
+
+        alphabet = list(alphabet) if alphabet is not None else default_alphabet()
+        return cls(CompactOCRModel(CompactOCRConfig(alphabet=alphabet, **config)), device=device)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto", cpu_precision: str = "auto") -> "CompactRecognizer":
+        """Read a directory written by `save` (or CompactOCRModel.save_pretrained)."""
+        path = Path(path)
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise ModelNotFoundError(f"{path} has no config.json; pass a directory written by CompactRecognizer.save")
+        config = CompactOCRConfig.from_pretrained(path)
+        if config.model_type != CompactOCRConfig.model_type:
+            raise ModelError(f"{path} holds a {config.model_type!r} model, not {CompactOCRConfig.model_type!r}")
+        model = CompactOCRModel.from_pretrained(path, dtype=torch.float32)
+        return cls(model, device=device, cpu_precision=cpu_precision)
+
+    def save(self, path: str | Path, dtype: str = "float16") -> Path:
+        """safetensors + config.json; float16 halves the size (the model is run in float32 or lower anyway)."""
+        if dtype not in ("float16", "bfloat16", "float32"):
+            raise ModelError(f"dtype {dtype!r} is not one of float16, bfloat16, float32")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        to_save = copy.deepcopy(self.model).to("cpu", getattr(torch, dtype))
+        to_save.save_pretrained(path)
+        return path
+
+    @property
+    def lora_target_modules(self) -> list[str]:
+        return list(LORA_TARGETS)
+
+    def to(self, device: str) -> "CompactRecognizer":
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        self._runner = None
+        return self
+
+    def parameters_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def refresh(self) -> None:
+        """Forget the inference copy after the weights of `model` changed (e.g. after training)."""
+        self._runner = None
+
+    def _inference_model(self) -> torch.nn.Module:
+        if self._runner is None:
+            runner = copy.deepcopy(self.model).eval()
+            _fuse_conv_bn(runner)
+            if self.device == "cpu" and self.cpu_precision == "int8":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch marks eager quantization deprecated; it still works
+                    runner = torch.ao.quantization.quantize_dynamic(runner, {torch.nn.Linear}, dtype=torch.qint8)
+            self._runner = runner
+        return self._runner
+
+    def _autocast(self):
+        if self.device.startswith("cuda"):
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_precision == "bf16")
+
+    def recognize_arrays(self, arrays: Sequence[np.ndarray], batch_size: int = 32) -> list[Recognition]:
+        """Read lines already passed through `prepare_line`; batches group similar widths to cut padding."""
+        results: list[Recognition | None] = [None] * len(arrays)
+        order = sorted(range(len(arrays)), key=lambda i: arrays[i].shape[1])
+        runner = self._inference_model()
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                pixels, widths = collate_lines([arrays[i] for i in idx])
+                out = runner(pixels.to(self.device), widths.to(self.device))
+                for i, (ids, confs, line) in zip(idx, greedy_decode(out.logits, out.output_lengths)):
+                    results[i] = Recognition(text=self.codec.decode(ids), confidence=line, char_confidences=confs)
+        return results  # type: ignore[return-value]
+
+    def recognize(self, images: Sequence[Image.Image], batch_size: int = 32) -> list[Recognition]:
+        """Read line images (PIL images, encoded bytes or paths); an unreadable one gives a row with `error`."""
+        if batch_size < 1:
+            raise ModelError(f"batch_size {batch_size} must be >= 1")
+        results: list[Recognition | None] = [None] * len(images)
+        good, arrays = [], []
+        for i, image in enumerate(images):
+            try:
+                arrays.append(prepare_line(image, self.model.config.input_height))
+                good.append(i)
+            except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
+                results[i] = Recognition(text="", confidence=0.0, error=f"{type(exc).__name__}: {exc}")
+        for i, rec in zip(good, self.recognize_arrays(arrays, batch_size)):
+            results[i] = rec
+        return results  # type: ignore[return-value]

@@ -1,0 +1,648 @@
+"""Train a CompactOCRModel with CTC: from scratch, from a checkpoint, or LoRA-wrapped; one process or torchrun DDP.
+
+Samples are (image, text) pairs (PIL image or encoded bytes), an Arrow table, or Parquet files with the columns
+`image` (encoded bytes) and `text`. Checkpoints (model, optimizer, scheduler, RNG, position in the epoch) go to
+`TrainConfig.checkpoint_dir`; a later call with the same directory resumes from the last one.
+
+    python -m ocr_assets.models.compact.train --train a.parquet,b.parquet --val v.parquet --out DIR
+    torchrun --nproc_per_node=8 -m ocr_assets.models.compact.train ...   # data-parallel, rank 0 writes
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.distributed as dist
+from PIL import Image, ImageFilter
+from safetensors.torch import load_model, save_model
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ocr_assets.models.base import ModelError, TrainConfig, resolve_device
+from ocr_assets.models.compact.codec import Codec, CodecStats
+from ocr_assets.models.compact.config import CompactOCRConfig
+from ocr_assets.models.compact.modeling import CompactOCRModel
+from ocr_assets.models.compact.recognizer import collate_lines, greedy_decode, open_image, prepare_line
+from ocr_assets.text import normalize
+
+logger = logging.getLogger(__name__)
+
+Samples = Sequence[tuple[object, str]] | pa.Table | str | Path | Sequence[str | Path]
+TRAINER_STATE = "trainer_state.pt"
+
+
+@dataclass
+class CompactTrainOptions:
+    """Compact-specific knobs beside the shared TrainConfig; defaults suit pretraining and fine-tuning."""
+
+    model_config: dict = field(default_factory=dict)  # CompactOCRConfig overrides for a model built from scratch
+    augment: bool = False
+    warmup_fraction: float = 0.05
+    min_lr_ratio: float = 0.05  # cosine decays to this share of the peak learning rate
+    grad_clip: float = 1.0
+    amp: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16 | bf16 | off
+    bucket_batches: int = 50  # lines of this many batches are sorted by width together, to cut padding
+    val_max_lines: int | None = None
+    val_batch_size: int = 64
+    log_every: int = 50
+    keep_best: bool = True  # return (and save as best/) the weights with the lowest validation CER
+    freeze_norm_stats: bool | None = None  # None: frozen for peft-wrapped models (fine-tuning), else updated
+
+    def __post_init__(self):
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ModelError(f"amp {self.amp!r} is not one of auto, bf16, off")
+        unknown = set(self.model_config) - set(CompactOCRConfig().to_dict())
+        if unknown:
+            raise ModelError(f"model_config keys {sorted(unknown)} are not CompactOCRConfig fields; check the spelling")
+
+
+@dataclass
+class TrainResult:
+    """The trained model (same wrapper as passed in), its codec, per-epoch metrics and what the data held."""
+
+    model: torch.nn.Module
+    codec: Codec
+    history: list[dict]
+    steps: int
+    resumed_from_step: int | None
+    codec_stats: CodecStats
+    skipped_too_long: int
+    best_val_cer: float | None
+    checkpoint_dir: Path | None
+
+
+# ---- data -------------------------------------------------------------------------------------------------
+
+
+class _Column:
+    """Random access to an Arrow binary/string column without converting it all to Python at once."""
+
+    def __init__(self, column: pa.ChunkedArray):
+        self.column = column
+
+    def __len__(self) -> int:
+        return len(self.column)
+
+    def __getitem__(self, i: int):
+        return self.column[i].as_py()
+
+
+def load_samples(samples: Samples) -> tuple[Sequence, list[str], list[int] | None, list[int] | None]:
+    """(images, texts, widths or None, heights or None) from pairs, an Arrow table or Parquet paths."""
+    if isinstance(samples, (str, Path)) or (
+        isinstance(samples, (list, tuple)) and samples and isinstance(samples[0], (str, Path))
+    ):
+        paths = [Path(p) for p in ([samples] if isinstance(samples, (str, Path)) else samples)]
+        files = [f for p in paths for f in (sorted(p.glob("*.parquet")) if p.is_dir() else [p])]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing or not files:
+            raise ModelError(f"no Parquet files at {missing or [str(p) for p in paths]}; pass files or folders of *.parquet")
+        tables = []
+        for f in files:
+            names = set(pq.read_schema(f).names)
+            tables.append(pq.read_table(f, columns=[c for c in ("image", "text", "width", "height") if c in names]))
+        samples = pa.concat_tables(tables, promote_options="default")
+    if isinstance(samples, pa.Table):
+        if not {"image", "text"} <= set(samples.column_names):
+            raise ModelError(f"table columns {samples.column_names} lack 'image' and/or 'text'; use the PAIR_SCHEMA names")
+        size = {c: samples.column(c).to_pylist() for c in ("width", "height") if c in samples.column_names}
+        return _Column(samples.column("image")), samples.column("text").to_pylist(), size.get("width"), size.get("height")
+    images, texts = [], []
+    for image, text in samples:
+        images.append(image)
+        texts.append(text)
+    return images, texts, None, None
+
+
+def _image_size(image) -> tuple[int, int]:
+    if isinstance(image, Image.Image):
+        return image.size
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        with Image.open(io.BytesIO(bytes(image))) as probe:  # reads the header only
+            return probe.size
+    with Image.open(image) as probe:
+        return probe.size
+
+
+def augment_line(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Light scan degradations: margins, width scale, blur, ink spread or erosion."""
+    image = image.convert("L")
+    w, h = image.size
+    top, bottom = (int(rng.integers(-h // 10, h // 8 + 1)) for _ in range(2))
+    canvas = Image.new("L", (w, max(4, h + top + bottom)), 255)
+    canvas.paste(image, (0, top))
+    image = canvas.resize((max(4, int(w * rng.uniform(0.85, 1.15))), canvas.height), Image.BILINEAR)
+    if rng.random() < 0.3:
+        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2))))
+    if rng.random() < 0.15:
+        image = image.filter(ImageFilter.MinFilter(3))  # ink spread (dark ink on light paper)
+    elif rng.random() < 0.15:
+        image = image.filter(ImageFilter.MaxFilter(3))  # thin, broken strokes
+    return image
+
+
+class LineDataset(Dataset):
+    """Prepared line arrays + label ids; items are addressed as (index, epoch) so augmentation is reproducible."""
+
+    def __init__(
+        self, images: Sequence, labels: list[list[int]], widths: Sequence[int], height: int, augment: bool = False, seed: int = 0
+    ):
+        self.images, self.labels, self.widths = images, labels, widths  # widths: after resizing to `height`
+        self.height, self.augment, self.seed = height, augment, seed
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: tuple[int, int] | int):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        image = self.images[index]
+        if self.augment:
+            rng = np.random.default_rng([self.seed, epoch, index])
+            array = prepare_line(augment_line(open_image(image), rng), self.height)
+            if rng.random() < 0.3:
+                array = np.clip(array + rng.normal(0, rng.uniform(0.02, 0.1), array.shape), 0, 1).astype(np.float32)
+        else:
+            array = prepare_line(image, self.height)
+        return array, self.labels[index]
+
+
+def collate_batch(items: list[tuple[np.ndarray, list[int]]]) -> dict[str, torch.Tensor]:
+    pixels, widths = collate_lines([a for a, _ in items])
+    lengths = torch.tensor([len(lab) for _, lab in items], dtype=torch.long)
+    labels = torch.zeros((len(items), max(1, int(lengths.max()))), dtype=torch.long)
+    for i, (_, lab) in enumerate(items):
+        labels[i, : len(lab)] = torch.tensor(lab, dtype=torch.long)
+    return {"pixel_values": pixels, "widths": widths, "labels": labels, "label_lengths": lengths}
+
+
+class BucketBatchSampler:
+    """Shuffled batches of similar-width lines; a DistributedSampler shards them across ranks (1 rank: all)."""
+
+    def __init__(self, sampler: DistributedSampler, widths: Sequence[float], batch_size: int, bucket_batches: int, seed: int):
+        self.sampler, self.widths, self.batch_size = sampler, widths, batch_size
+        self.bucket, self.seed, self.epoch, self.start = batch_size * bucket_batches, seed, 0, 0
+
+    def set_position(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start = epoch, start_batch
+        self.sampler.set_epoch(epoch)
+
+    def _batches(self) -> list[list[int]]:
+        indices = list(self.sampler)
+        batches = []
+        for s in range(0, len(indices), self.bucket):
+            part = sorted(indices[s : s + self.bucket], key=lambda i: self.widths[i])
+            batches += [part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+        random.Random(self.seed * 100_003 + self.epoch).shuffle(batches)
+        return batches
+
+    def __iter__(self):
+        for batch in self._batches()[self.start :]:
+            yield [(i, self.epoch) for i in batch]
+
+    def __len__(self) -> int:
+        per_rank = len(self.sampler)
+        full, rest = divmod(per_rank, self.bucket)
+        return full * math.ceil(self.bucket / self.batch_size) + math.ceil(rest / self.batch_size) - self.start
+
+
+# ---- distributed, checkpoints, schedule ---------------------------------------------------------------------
+
+
+@dataclass
+class _Dist:
+    world: int = 1
+    rank: int = 0
+    device: str | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed() -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(local)
+    return _Dist(world=world, rank=dist.get_rank(), device=f"cuda:{local}" if cuda else "cpu")
+
+
+def _barrier(ctx: _Dist) -> None:
+    if ctx.world > 1:
+        dist.barrier()
+
+
+def _rng_state() -> dict:
+    """RNG states as plain lists and tensors, so the checkpoint loads with torch.load(weights_only=True)."""
+    version, internal, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _base_model(model: torch.nn.Module) -> CompactOCRModel:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not isinstance(base, CompactOCRModel):
+        raise ModelError(f"train_compact needs a CompactOCRModel (optionally peft-wrapped); got {type(base).__name__}")
+    return base
+
+
+def _save_checkpoint(directory: Path, model: torch.nn.Module, state: dict) -> None:
+    """Write last/ atomically: a crash mid-write leaves the previous checkpoint readable."""
+    tmp, last, old = directory / "last.tmp", directory / "last", directory / "last.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _base_model(model).config.to_json_file(tmp / "config.json")
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save(state, tmp / TRAINER_STATE)
+    if last.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        last.rename(old)
+    tmp.rename(last)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _find_checkpoint(directory: Path | None) -> Path | None:
+    if directory is None:
+        return None
+    for name in ("last", "last.old"):  # last.old survives a crash between the two renames above
+        if (directory / name / TRAINER_STATE).is_file():
+            return directory / name
+    return None
+
+
+def _schedule(total: int, warmup_fraction: float, min_ratio: float) -> Callable[[int], float]:
+    warmup = max(1, int(total * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _autocast(device: str, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.split(":")[0], dtype=dtype)
+
+
+def _amp_dtype(option: str, device: str) -> torch.dtype | None:
+    if option == "off":
+        return None
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if option == "bf16":
+        return torch.bfloat16
+    native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()
+    return torch.bfloat16 if native else None
+
+
+# ---- evaluation ---------------------------------------------------------------------------------------------
+
+
+def evaluate_cer(
+    model: torch.nn.Module, dataset: LineDataset, texts: Sequence[str], codec: Codec, device: str,
+    batch_size: int = 64, amp: torch.dtype | None = None,
+) -> dict:
+    """Greedy-decode the dataset and score it: cer and cer_norm (ocr_assets.metrics), lines."""
+    from ocr_assets.metrics import cer, cer_norm
+
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(dataset)), key=lambda i: dataset.widths[i])
+    hyps: dict[int, str] = {}
+    with torch.inference_mode(), _autocast(device, amp):
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            batch = collate_batch([dataset[i] for i in idx])
+            out = model(pixel_values=batch["pixel_values"].to(device), widths=batch["widths"].to(device))
+            for i, (ids, _, _) in zip(idx, greedy_decode(out.logits, out.output_lengths)):
+                hyps[i] = codec.decode(ids)
+    model.train(was_training)
+    refs = [texts[i] for i in range(len(dataset))]
+    preds = [hyps[i] for i in range(len(dataset))]
+    return {"cer": cer(refs, preds), "cer_norm": cer_norm(refs, preds), "lines": len(refs)}
+
+
+# ---- training -----------------------------------------------------------------------------------------------
+
+
+def _encode_all(codec: Codec, texts: Sequence[str], frames: Sequence[int]) -> tuple[list[int], list[list[int]], CodecStats, int]:
+    """Keep lines CTC can align (labels + repeats <= frames); return kept indices, labels, stats, skipped count."""
+    stats, keep, labels, skipped = CodecStats(), [], [], 0
+    for i, text in enumerate(texts):
+        ids = codec.encode(text or "", stats)
+        repeats = sum(1 for a, b in zip(ids, ids[1:]) if a == b)
+        if len(ids) + repeats > frames[i]:
+            skipped += 1
+            continue
+        keep.append(i)
+        labels.append(ids)
+    return keep, labels, stats, skipped
+
+
+class _Subset:
+    def __init__(self, items: Sequence, keep: list[int]):
+        self.items, self.keep = items, keep
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, i: int):
+        return self.items[self.keep[i]]
+
+
+def _prepare_split(samples: Samples, codec: Codec, config: CompactOCRConfig, augment: bool, seed: int, limit: int | None = None):
+    images, texts, widths, heights = load_samples(samples)
+    if limit is not None:
+        images, texts = _Subset(images, list(range(min(limit, len(texts))))), texts[:limit]
+        widths, heights = (widths[:limit] if widths else None), (heights[:limit] if heights else None)
+    if widths is None or heights is None:
+        sizes = [_image_size(images[i]) for i in range(len(texts))]
+        widths, heights = [w for w, _ in sizes], [h for _, h in sizes]
+    scaled = [max(1, round(w * config.input_height / max(h, 1))) for w, h in zip(widths, heights)]
+    frames = [math.ceil(w / config.width_reduction) * config.frame_split for w in scaled]
+    keep, labels, stats, skipped = _encode_all(codec, texts, frames)
+    widths = [scaled[i] for i in keep]
+    dataset = LineDataset(_Subset(images, keep), labels, widths, config.input_height, augment=augment, seed=seed)
+    return dataset, [normalize(texts[i] or "") for i in keep], stats, skipped
+
+
+def add_missing_characters(model: CompactOCRModel, texts: Sequence[str]) -> list[str]:
+    """Grow the model's alphabet by the characters of texts it has no label for (before wrapping it in LoRA)."""
+    return model.extend_alphabet(Codec.from_config(model.config).missing(texts))
+
+
+def train_compact(
+    model: torch.nn.Module | None,
+    train_samples: Samples,
+    val_samples: Samples | None,
+    config: TrainConfig,
+    codec: Codec | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    options: CompactTrainOptions | None = None,
+) -> TrainResult:
+    """Train with CTC (AdamW, warmup + cosine, clipping, bf16 autocast); resumes from config.checkpoint_dir.
+
+    model None builds one from scratch (alphabet: `codec`, else the default alphabet + the training texts'
+    characters). A peft-wrapped model trains its adapters only. Under torchrun (WORLD_SIZE > 1) each rank
+    trains on its shard through DistributedDataParallel; rank 0 validates and writes checkpoints.
+    """
+    options = options or CompactTrainOptions()
+    ctx = _init_distributed()
+    device = ctx.device or resolve_device(config.device)
+    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    resume_from = _find_checkpoint(ckpt_dir)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+
+    if model is None:
+        if resume_from is not None:
+            model = CompactOCRModel(CompactOCRConfig.from_json_file(str(resume_from / "config.json")))
+        else:
+            if codec is None:
+                codec = Codec.from_texts(load_samples(train_samples)[1])
+            model = CompactOCRModel(CompactOCRConfig(alphabet=codec.alphabet, **options.model_config))
+    base = _base_model(model)
+    if codec is not None and codec.alphabet != base.config.alphabet:
+        raise ModelError(
+            "codec alphabet differs from the model's; grow the model with add_missing_characters(model, texts) "
+            "(before applying LoRA) and leave codec=None"
+        )
+    codec = Codec.from_config(base.config)
+
+    train_set, _, stats, skipped = _prepare_split(train_samples, codec, base.config, options.augment, config.seed)
+    if len(train_set) == 0:
+        raise ModelError("no trainable lines: every sample was too long for its width or the set is empty")
+    if stats.unknown_chars and ctx.main:
+        logger.warning("%d characters have no label (mapped to <unk>): %s", stats.unknown_chars, stats.as_dict(10)["unknown_top"])
+    val = None
+    if val_samples is not None and ctx.main:
+        val_set, val_texts, _, _ = _prepare_split(val_samples, codec, base.config, False, config.seed, options.val_max_lines)
+        val = (val_set, val_texts) if len(val_set) else None
+
+    model.to(device)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in trainable if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in trainable if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+
+    sampler = DistributedSampler(train_set, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=config.seed)
+    batches = BucketBatchSampler(sampler, train_set.widths, config.batch_size, options.bucket_batches, config.seed)
+    per_epoch = len(batches)
+    total = per_epoch * config.epochs if config.max_steps is None else min(per_epoch * config.epochs, config.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, options.warmup_fraction, options.min_lr_ratio))
+
+    step = start_epoch = start_batch = 0
+    history: list[dict] = []
+    best_cer, best_state, resumed = None, None, None
+    if resume_from is not None:
+        load_model(model, str(resume_from / "model.safetensors"), device=str(device))
+        state = torch.load(resume_from / TRAINER_STATE, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        step, start_epoch, start_batch = state["step"], state["epoch"], state["batch_in_epoch"]
+        history, best_cer, resumed = json.loads(state["history"]), state["best_val_cer"], state["step"]
+        if state["batches_per_epoch"] != per_epoch:  # data or world size changed: restart the epoch cleanly
+            start_batch = 0
+        if start_batch >= per_epoch:  # stopped on an epoch's last batch: go on with the next epoch
+            start_epoch, start_batch = start_epoch + 1, 0
+        if ctx.main:
+            logger.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, step, start_epoch, start_batch)
+
+    runner = model
+    if ctx.world > 1:
+        runner = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
+    freeze_norms = options.freeze_norm_stats if options.freeze_norm_stats is not None else hasattr(model, "peft_config")
+    amp = _amp_dtype(options.amp, device)
+    loader = DataLoader(
+        train_set,
+        batch_sampler=batches,
+        collate_fn=collate_batch,
+        num_workers=config.num_workers,
+        pin_memory=device.startswith("cuda"),
+        persistent_workers=config.num_workers > 0,
+        prefetch_factor=4 if config.num_workers > 0 else None,
+    )
+
+    def checkpoint(epoch: int, batch_in_epoch: int) -> None:
+        if ckpt_dir is not None and ctx.main:
+            _save_checkpoint(ckpt_dir, model, {
+                "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "batches_per_epoch": per_epoch,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                "history": json.dumps(history), "best_val_cer": best_cer,
+            })
+        _barrier(ctx)
+
+    stopped = config.max_steps is not None and step >= config.max_steps
+    for epoch in range(start_epoch, config.epochs):
+        if stopped:
+            break
+        batches.set_position(epoch, start_batch if epoch == start_epoch else 0)
+        done_in_epoch = start_batch if epoch == start_epoch else 0
+        runner.train()
+        if freeze_norms:
+            for module in model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        loss_sum, loss_n, seen, t0 = 0.0, 0, 0, time.perf_counter()
+        for batch in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with _autocast(device, amp):
+                loss = runner(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if options.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for _, p in trainable], options.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            done_in_epoch += 1
+            loss_sum, loss_n, seen = loss_sum + float(loss), loss_n + 1, seen + len(batch["widths"]) * ctx.world
+            if ctx.main and options.log_every and step % options.log_every == 0:
+                rate = seen / (time.perf_counter() - t0)
+                logger.info("step %d epoch %d loss %.4f lr %.2e %.1f samples/s", step, epoch, loss_sum / loss_n, scheduler.get_last_lr()[0], rate)
+            stopped = config.max_steps is not None and step >= config.max_steps
+            if stopped or (config.checkpoint_every and step % config.checkpoint_every == 0):
+                checkpoint(epoch, done_in_epoch)
+            if stopped:
+                break
+        if stopped and done_in_epoch < per_epoch:
+            break
+        seconds = time.perf_counter() - t0
+        metrics = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(loss_n, 1), "lr": scheduler.get_last_lr()[0],
+                   "samples_per_s": seen / max(seconds, 1e-9), "seconds": seconds}
+        if val is not None:
+            scores = evaluate_cer(model, val[0], val[1], codec, device, options.val_batch_size, amp)
+            metrics.update(val_cer=scores["cer"], val_cer_norm=scores["cer_norm"], val_lines=scores["lines"])
+            if best_cer is None or scores["cer"] < best_cer:
+                best_cer = scores["cer"]
+                if options.keep_best:
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    if ckpt_dir is not None:
+                        save_model(model, str(_fresh_dir(ckpt_dir / "best") / "model.safetensors"))
+                        base.config.to_json_file(ckpt_dir / "best" / "config.json")
+        if ctx.main:
+            history.append(metrics)
+            logger.info("epoch %d done: %s", epoch, json.dumps(metrics))
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+        checkpoint(epoch + 1, 0)
+
+    if best_state is not None and options.keep_best:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        model=model, codec=codec, history=history, steps=step, resumed_from_step=resumed, codec_stats=stats,
+        skipped_too_long=skipped, best_val_cer=best_cer, checkpoint_dir=ckpt_dir,
+    )
+
+
+def _fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+# ---- command line -------------------------------------------------------------------------------------------
+
+
+def _split_paths(value: str | None) -> list[str] | None:
+    return [p for p in value.split(",") if p] if value else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Pretrain or continue training from Parquet shards (columns text + image bytes)."""
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m ocr_assets.models.compact.train", description=main.__doc__)
+    parser.add_argument("--train", required=True, help="Parquet files or folders, comma-separated")
+    parser.add_argument("--val", help="Parquet files or folders, comma-separated")
+    parser.add_argument("--out", required=True, help="output folder: model/ (best), checkpoints/, history.json")
+    parser.add_argument("--init", help="start from this model directory instead of from scratch")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", "--lr", type=float, default=defaults.learning_rate)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--max-steps", type=int, default=defaults.max_steps)
+    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    parser.add_argument("--num-workers", type=int, default=defaults.num_workers)
+    parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--augment", action="store_true")
+    parser.add_argument("--val-max-lines", type=int)
+    parser.add_argument("--log-every", type=int, default=CompactTrainOptions.log_every)
+    parser.add_argument("--model-config", default="{}", help='JSON CompactOCRConfig overrides, e.g. {"num_layers": 6}')
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    out = Path(args.out)
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+        max_steps=args.max_steps, seed=args.seed, device=args.device, checkpoint_dir=str(out / "checkpoints"),
+        checkpoint_every=args.checkpoint_every, num_workers=args.num_workers,
+    )
+    options = CompactTrainOptions(
+        model_config=json.loads(args.model_config), augment=args.augment, val_max_lines=args.val_max_lines,
+        log_every=args.log_every,
+    )
+    model = None
+    if args.init:
+        model = CompactOCRModel.from_pretrained(args.init, dtype=torch.float32)
+        added = add_missing_characters(model, load_samples(_split_paths(args.train))[1])
+        logger.info("starting from %s; alphabet grew by %d characters", args.init, len(added))
+    result = train_compact(model, _split_paths(args.train), _split_paths(args.val), config, options=options)
+    if int(os.environ.get("RANK", "0")) == 0:
+        result.model.save_pretrained(out / "model")
+        (out / "history.json").write_text(json.dumps(result.history, indent=1))
+        (out / "codec_stats.json").write_text(json.dumps(result.codec_stats.as_dict(50), ensure_ascii=False, indent=1))
+        logger.info("saved %s (best val CER %s)", out / "model", result.best_val_cer)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

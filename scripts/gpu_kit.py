@@ -1,0 +1,87 @@
+"""Build the carry folder `.gpu/` for a pretraining run on a lent GPU box (no internet there).
+
+Holds: libfribidi (Pillow's raqm shaping needs it), the Arabic fonts, wheels missing on the box, and the real
+shared lines as Parquet shards (one per book, re-encoded grayscale PNG at most 64 px tall to fit the transfer
+limit). Usage: .venv/bin/python scripts/gpu_kit.py [--shared ../shared/data] [--out .gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ocr_assets.text import normalize  # noqa: E402
+
+WHEELS = ["rapidfuzz==3.14.6", "jiwer==4.0.0", "quran-text==0.1.0"]
+MAX_HEIGHT = 64
+
+
+def shrink(png: bytes) -> bytes:
+    im = Image.open(io.BytesIO(png)).convert("L")
+    if im.height > MAX_HEIGHT:
+        im = im.resize((max(1, round(im.width * MAX_HEIGHT / im.height)), MAX_HEIGHT), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def real_lines(shared: Path, out: Path) -> None:
+    (out / "real").mkdir(parents=True, exist_ok=True)
+    for book in sorted(p for p in (shared / "ocr_gs_print").iterdir() if p.is_dir()):
+        rows = {"line_id": [], "document": [], "text": [], "image": []}
+        for png in sorted(book.glob("*.png")):
+            gt = png.with_suffix("").with_suffix(".gt.txt")
+            if not gt.is_file():
+                continue
+            text = normalize(gt.read_text(encoding="utf-8"))
+            if not text:
+                continue
+            rows["line_id"].append(f"{book.name}/{png.stem}")
+            rows["document"].append(book.name)
+            rows["text"].append(text)
+            rows["image"].append(shrink(png.read_bytes()))
+        pq.write_table(pa.table(rows), out / "real" / f"{book.name}.parquet")
+        print(book.name, len(rows["text"]))
+
+
+def fonts(out: Path) -> None:
+    from ocr_assets.data.fonts import discover_fonts
+
+    dest = out / "fonts"
+    dest.mkdir(parents=True, exist_ok=True)
+    for spec in discover_fonts():
+        shutil.copy2(spec.path, dest / Path(spec.path).name)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--out", default=str(ROOT / ".gpu"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    (out / "lib").mkdir(parents=True, exist_ok=True)
+    fribidi = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    lib = next(line.split("=>")[1].strip() for line in fribidi.splitlines() if "libfribidi.so.0" in line)
+    shutil.copy2(Path(lib).resolve(), out / "lib" / "libfribidi.so.0")
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
+                    "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+                    "--platform", "manylinux2014_x86_64", "-d", str(out / "whl"), *WHEELS], check=True)
+    fonts(out)
+    real_lines(Path(args.shared), out)
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"{out}: {total / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install into .venv/, prepare DAGSTER_HOME and the data root, run the main job on the embedded default,
+# then serve the Dagster UI on 127.0.0.1:${PORT:-3000}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=$(command -v python3.11 || command -v python3)
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e .
+export OCR_ASSETS_DATA_ROOT="${OCR_ASSETS_DATA_ROOT:-$PWD/var}"
+export DAGSTER_HOME="${DAGSTER_HOME:-$OCR_ASSETS_DATA_ROOT/dagster_home}"
+mkdir -p "$DAGSTER_HOME"
+cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+.venv/bin/dagster instance concurrency set gpu 1 >/dev/null 2>&1 || true
+echo "data root: $OCR_ASSETS_DATA_ROOT   DAGSTER_HOME: $DAGSTER_HOME"
+time .venv/bin/dagster job execute -m ocr_assets.definitions -j main_job
+[ "${OCR_ASSETS_NO_UI:-0}" = 1 ] && exit 0
+set -m  # job control, so the backgrounded UI honours SIGTERM when a wrapper stops it
+echo "Dagster UI: http://127.0.0.1:${PORT:-3000}"
+exec .venv/bin/dagster dev -h 127.0.0.1 -p "${PORT:-3000}" -w workspace.yaml
