@@ -56,9 +56,11 @@ def main() -> None:
             heights, widths = sorted(h for _, h in dims), sorted(w for w, _ in dims)
             digest = _digest(table)
             first = first or digest
+            median_kb = sizes[len(sizes) // 2] / 1024
+            same = "yes" if digest == first else "NO"
             print(
-                f"{workers:>7} {summary.seconds:>8.2f} {summary.lines_per_s:>8.1f} {sizes[len(sizes) // 2] / 1024:>8.1f} "
-                f"{heights[len(heights) // 2]:>8} {widths[len(widths) // 2]:>8} {'yes' if digest == first else 'NO':>5}"
+                f"{workers:>7} {summary.seconds:>8.2f} {summary.lines_per_s:>8.1f} {median_kb:>8.1f} "
+                f"{heights[len(heights) // 2]:>8} {widths[len(widths) // 2]:>8} {same:>5}"
             )
 
 

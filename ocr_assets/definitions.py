@@ -1,32 +1,55 @@
 """The one Definitions object of the code location (workspace.yaml loads `defs`)."""
 
-import dagster as dg
-from dagster_mlflow import end_mlflow_on_run_finished
+import warnings
 
+import dagster as dg
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # dagster-mlflow's hook factory is marked beta
+    from dagster_mlflow import end_mlflow_on_run_finished
+
+from ocr_assets.assets.evaluation import cross_validation, evaluation_report
 from ocr_assets.assets.ingest import ingest_assets, ingest_checks
+from ocr_assets.assets.training import base_model, baseline_evaluation, lora_adapters, merged_model
 from ocr_assets.resources import build_resources, load_profile
+
+training_assets = [base_model, baseline_evaluation, lora_adapters, merged_model, evaluation_report]
+TRAINING = dg.AssetSelection.assets(*training_assets)
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.groups("ingest"),
     description="Raw lines → validated pairs (GX checks, quarantine) → splits.",
 )
-
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=TRAINING,
+    hooks={end_mlflow_on_run_finished},
+    description="Base model → baseline → LoRA adapters → merged model → evaluation report and registry gate.",
+)
 main_job = dg.define_asset_job(
     "main_job",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.groups("ingest") | TRAINING,
     hooks={end_mlflow_on_run_finished},
-    description="The whole graph on the configured data: ingest, fine-tune, evaluate, register.",
+    description="The embedded default end to end: ingest, fine-tune, evaluate, register.",
+)
+cross_validation_job = dg.define_asset_job(
+    "cross_validation_job",
+    selection=dg.AssetSelection.assets(cross_validation),
+    hooks={end_mlflow_on_run_finished},
+    description="Leave-one-document-out fine-tunes of the base model.",
 )
 
 
 def build_defs(profile_name: str | None = None) -> dg.Definitions:
     profile = load_profile(profile_name)
+    executor = dg.in_process_executor if profile.get("executor") == "in_process" else dg.multiprocess_executor
     return dg.Definitions(
-        assets=[*ingest_assets],
+        assets=[*ingest_assets, *training_assets, cross_validation],
         asset_checks=[*ingest_checks],
-        jobs=[ingest_job, main_job],
+        jobs=[ingest_job, training_job, main_job, cross_validation_job],
         resources=build_resources(profile),
+        executor=executor,
     )
 
 

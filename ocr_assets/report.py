@@ -23,12 +23,13 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_cer_per_document(result: EvalResult, path: Path, baseline: EvalResult | None = None) -> Path:
+def plot_cer_per_document(result: EvalResult, path: Path, baseline: dict[str, float] | None = None) -> Path:
+    """Bars of CER_norm per document; `baseline` (document -> CER_norm) adds the base model's bars beside them."""
     docs = sorted(result.per_document)
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(docs)), 3.2))
     xs = range(len(docs))
     if baseline is not None:
-        ax.bar([x - 0.2 for x in xs], [baseline.per_document.get(d, result.per_document[d]).cer_norm for d in docs],
+        ax.bar([x - 0.2 for x in xs], [baseline.get(d, float("nan")) for d in docs],
                width=0.4, label="base", color="#bbbbbb")
         ax.bar([x + 0.2 for x in xs], [result.per_document[d].cer_norm for d in docs], width=0.4, label="evaluated", color="#2a6f97")
         ax.legend()
@@ -57,10 +58,12 @@ def worst_lines(result: EvalResult, n: int = 8) -> list[dict]:
     return rows[:n]
 
 
-def write_report(result: EvalResult, out_dir: Path, title: str, baseline: EvalResult | None = None) -> dict[str, Path]:
+def write_report(result: EvalResult, out_dir: Path, title: str, baseline: dict | None = None) -> dict[str, Path]:
+    """`baseline`: the base model's summary with a `per_document` mapping (baseline_evaluation's JSON)."""
     """Write report.md + report.html and the plots into out_dir; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_doc_png = plot_cer_per_document(result, out_dir / "cer_per_document.png", baseline)
+    base_docs = {d: v["cer_norm"] for d, v in (baseline or {}).get("per_document", {}).items()}
+    per_doc_png = plot_cer_per_document(result, out_dir / "cer_per_document.png", base_docs if baseline else None)
     length_png = plot_error_vs_length(result, out_dir / "error_vs_length.png")
     refs = result.predictions.column("text").to_pylist()
     hyps = result.predictions.column("prediction").to_pylist()
@@ -70,7 +73,7 @@ def write_report(result: EvalResult, out_dir: Path, title: str, baseline: EvalRe
     md = [f"# {title}", "", "| metric | value |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in result.summary().items()]
     if baseline is not None:
-        md += [f"| base cer_norm | {baseline.overall.cer_norm:.5f} |", f"| base cer | {baseline.overall.cer:.5f} |"]
+        md += [f"| base cer_norm | {baseline['cer_norm']:.5f} |", f"| base cer | {baseline['cer']:.5f} |"]
     md += ["", "## Per document", "", "| document | lines | CER | CER_norm | WER |", "|---|---|---|---|---|"]
     md += [f"| {d} | {s.lines} | {s.cer:.4f} | {s.cer_norm:.4f} | {s.wer:.4f} |" for d, s in sorted(result.per_document.items())]
     md += ["", f"![CER per document]({per_doc_png.name})", "", f"![Error vs length]({length_png.name})", ""]

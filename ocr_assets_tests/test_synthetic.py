@@ -183,3 +183,19 @@ def test_legibility_guard_notices_a_vanished_word(pool):
     assert not synthetic._legible(alpha, erased)
     faint = np.clip(gray.astype(np.int16) + 180, 0, 255).astype(np.uint8)  # ink barely darker than paper
     assert not synthetic._legible(alpha, faint)
+
+
+def test_neighbour_fragments_stay_in_the_margins(pool):
+    amiri = _by_name(pool, "Amiri-Regular")
+    off = dict(rotate_p=0, shear_p=0, justify_p=0, stroke_gamma=0, spread_p=0, erode_p=0, blur_p=0, lowres_p=0,
+               noise_p=0, texture_p=0, binarize_p=0, jpeg_p=0)
+    text, other = "قال أبو عبيدة في كتاب الخيل", "وذكر الأصمعي أن العرب تقول ذلك"
+
+    def edge_ink(neighbour_p, seed):
+        image = synthetic.render_line(text, amiri, random.Random(seed), 80, neighbours=(other, other),
+                                      degradation=synthetic.Degradation(neighbour_p=neighbour_p, **off))
+        pixels = np.asarray(image)
+        return bool((pixels[0] < 128).any() or (pixels[-1] < 128).any())
+
+    assert not any(edge_ink(0.0, seed) for seed in range(6))  # margins are clean without neighbours
+    assert sum(edge_ink(1.0, seed) for seed in range(6)) >= 3  # fragments of the lines above/below show

@@ -99,7 +99,7 @@ def vocalised_words() -> tuple[str, ...]:
     import quran_text
 
     mushaf = quran_text.Mushaf.hafs()
-    imlai = mushaf._doc["rasm_imlai"]  # the documented per-word column (Word.rasm_imlai), read in bulk
+    imlai = [quran_text.Word(mushaf, position).rasm_imlai for position in range(len(mushaf.words))]
     return tuple(
         normalize(vocalise_imlai(word, plain)) if plain else "" for word, plain in zip(mushaf.words, imlai)
     )
@@ -133,7 +133,7 @@ def _extra_token(rng: random.Random) -> str:
 
 
 class LineSampler:
-    """Draws book-like lines (25–90 characters, word-boundary cuts) from the corpus."""
+    """Draws book-like lines from the corpus: 35–90 characters (12–35 for paragraph ends), cut at words."""
 
     def __init__(self, words: tuple[str, ...] | None = None, vocab: tuple[str, ...] | None = None):
         self.words = words if words is not None else vocalised_words()
@@ -151,7 +151,7 @@ class LineSampler:
             words = [w for w in self.words[start : start + 40] if w]
             if rng.random() < 0.1:
                 # Editions set quoted verses in ornate parentheses.
-                cut = rng.randint(3, 12)
+                cut = min(rng.randint(3, 12), len(words) - 1)
                 words[0], words[cut] = "\ufd3f" + words[0], words[cut] + "\ufd3e"
             return words
         if roll < 0.75:

@@ -82,6 +82,9 @@ def _geometry(text: str, font: ImageFont.FreeTypeFont, rng: random.Random, deg: 
     if not angle and not shear:
         return _text_mask(text, font)
     left, top, right, bottom = font.getbbox(text, direction="rtl", language="ar", anchor="ls")
+    # Deskewed pages leave a line drifting a fraction of its height end to end, whatever its length.
+    limit = math.atan(0.2 * (bottom - top) / max(1, right - left))
+    angle = max(-limit, min(limit, angle))
     # Only as much border as the warp moves ink: the crop later pads whatever it needs.
     pad = 2 + math.ceil((right - left) / 2 * abs(math.sin(angle)) + (bottom - top) / 2 * abs(shear))
     mask = _text_mask(text, font, pad)
@@ -127,7 +130,7 @@ def _smooth_field(shape: tuple[int, int], nrng: np.random.Generator, cell: int) 
     """Low-frequency noise in [-1, 1] (paper texture, uneven inking)."""
     h, w = shape
     small = nrng.uniform(-1, 1, size=(max(2, h // cell + 2), max(2, w // cell + 2))).astype(np.float32)
-    return np.asarray(Image.fromarray(small, mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)
+    return np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR), dtype=np.float32)
 
 
 def _otsu(gray: np.ndarray) -> int:
@@ -154,7 +157,7 @@ def _scan(alpha: np.ndarray, rng: random.Random, nrng: np.random.Generator, deg:
         # Uneven inking: some strokes print lighter.
         alpha = alpha * (1 - 0.2 * s * np.clip(_smooth_field(alpha.shape, nrng, rng.randint(6, 30)), 0, 1))
     gray = paper_field - alpha * (paper_field - ink)
-    image = Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8), mode="L")
+    image = Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8))
     if rng.random() < deg.blur_p * min(s, 1):
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, deg.blur_radius * s)))
     if rng.random() < deg.lowres_p * min(s, 1):
@@ -168,11 +171,11 @@ def _scan(alpha: np.ndarray, rng: random.Random, nrng: np.random.Generator, deg:
         if rng.random() < 0.3:  # isolated specks of dust survive a black-and-white scan
             specks = nrng.random(binary.shape) < 0.0015 * s
             binary[specks] = 0
-        return Image.fromarray(binary, mode="L")
+        return Image.fromarray(binary)
     if rng.random() < deg.noise_p * min(s, 1):
         sigma = 1 + deg.noise_sigma * s * rng.random() ** 2  # mostly light sensor noise, now and then heavy
         noisy = np.asarray(image, dtype=np.float32) + nrng.normal(0, sigma, size=(h, w)).astype(np.float32)
-        image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), mode="L")
+        image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
     if rng.random() < deg.jpeg_p * min(s, 1):
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=rng.randint(max(5, int(85 - 55 * s)), 90))
@@ -219,15 +222,17 @@ def render_line(
             above = (k == 0) == (rng.random() < 0.5)
             gap = (y0 - top) if above else (bottom - y1)
             if gap > 3:
-                limit = rng.randint(1, gap - 2) if above else canvas.shape[0] - rng.randint(1, gap - 2)
+                # Real crops catch the neighbour's descenders or dots, not half of its line.
+                reach = rng.randint(1, max(1, min(gap - 2, round(0.18 * size))))
+                limit = reach if above else canvas.shape[0] - reach
                 _paste_neighbour(canvas, _text_mask(other, pil_font, 0), above, limit, rng)
-    line = Image.fromarray(canvas, mode="L")
+    line = Image.fromarray(canvas)
     scale = target_h / line.height
     # Bilinear with Pillow's area-aware support: a scanner's pixel integration at a third of Lanczos' cost.
     line = line.resize((max(1, round(line.width * scale)), target_h), Image.BILINEAR)
     alpha = np.asarray(line, dtype=np.float32) / 255.0
     if not degrade:
-        return Image.fromarray(np.round(255 - 255 * alpha).astype(np.uint8), mode="L")
+        return Image.fromarray(np.round(255 - 255 * alpha).astype(np.uint8))
     # Rows of the line itself: neighbour fragments lie outside them, so legibility is judged here.
     band = slice(max(0, math.floor((y0 - top) * scale)), math.ceil((y1 - top) * scale) + 1)
     for _ in range(3):
@@ -245,7 +250,7 @@ def _inking(alpha: np.ndarray, rng: random.Random, deg: Degradation) -> np.ndarr
     s = min(deg.strength, 1)
     alpha = alpha ** (1 + rng.uniform(-1, 1) * deg.stroke_gamma * s)
     if rng.random() < deg.spread_p * s:
-        bled = Image.fromarray((alpha * 255).astype(np.uint8), mode="L").filter(
+        bled = Image.fromarray((alpha * 255).astype(np.uint8)).filter(
             ImageFilter.GaussianBlur(rng.uniform(0.4, 1.0) * deg.strength))
         alpha = np.clip(np.asarray(bled, dtype=np.float32) / 255 * rng.uniform(1.4, 2.2), 0, 1)
     elif rng.random() < deg.erode_p * s:
@@ -414,6 +419,7 @@ def render_shard(
     vocalised_fraction: float = 0.5,
     degradation: Degradation = DEFAULT_DEGRADATION,
     chunk: int = 16,
+    row_group: int = 1024,
 ) -> ShardSummary:
     """Write `count` lines to Parquet (line_id, document, text, image PNG), rendered by `workers` processes."""
     import multiprocessing
@@ -434,12 +440,17 @@ def render_shard(
     ranges = [(seed, start, min(start + chunk, count)) for start in range(0, count, chunk)]
     started = time.perf_counter()
     written = 0
+    buffer: list[tuple] = []
     with pq.ParquetWriter(str(out_path), schema) as writer:
 
-        def write(rows):
+        def write(rows, flush=False):
             nonlocal written
-            writer.write_table(pa.table(dict(zip(SHARD_COLUMNS, map(list, zip(*rows)))), schema=schema))
-            written += len(rows)
+            buffer.extend(rows)
+            # Row groups of about a thousand lines: small tasks balance workers, big groups read fast.
+            if buffer and (flush or len(buffer) >= row_group):
+                writer.write_table(pa.table(dict(zip(SHARD_COLUMNS, map(list, zip(*buffer)))), schema=schema))
+                written += len(buffer)
+                buffer.clear()
 
         if workers == 1:
             _init_worker(pool, vocalised_fraction, degradation)
@@ -457,4 +468,5 @@ def render_shard(
                         write(pending.pop(0).result())
                 for future in pending:
                     write(future.result())
+        write([], flush=True)
     return ShardSummary(str(out_path), written, time.perf_counter() - started, workers)

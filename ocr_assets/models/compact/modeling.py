@@ -22,8 +22,9 @@ from transformers.utils import ModelOutput
 
 from ocr_assets.models.compact.config import BLANK_ID, CompactOCRConfig
 
-# The encoder's Linear layers: what LoRA adapts by default (peft matches these as name suffixes).
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+# What LoRA adapts by default (peft matches these as name suffixes): the encoder's Linear layers and the
+# projection from conv features, so a new book's typeface can shift what the encoder sees.
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "input_proj"]
 
 
 @dataclass
@@ -67,8 +68,18 @@ class ConvFrontEnd(nn.Module):
             widths = torch.div(widths - 1, stride, rounding_mode="floor") + 1  # kernel 3, padding 1
         return widths
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        features = self.layers(pixels)  # (batch, channels, height', frames)
+    def forward(self, pixels: torch.Tensor, widths: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, frames, features); with widths, columns past each line's end are zeroed after every stage,
+        exactly as the convolutions' own zero padding would see them, so batching never changes a reading."""
+        features = pixels
+        padded = widths is not None and bool((widths < pixels.shape[-1]).any())
+        for layer in self.layers:
+            features = layer(features)
+            if padded and isinstance(layer, nn.Conv2d):
+                widths = torch.div(widths - 1, layer.stride[1], rounding_mode="floor") + 1
+            elif padded and isinstance(layer, nn.SiLU):
+                columns = torch.arange(features.shape[-1], device=features.device)
+                features = features * (columns[None, :] < widths[:, None])[:, None, None, :].to(features.dtype)
         batch, channels, height, frames = features.shape
         return features.reshape(batch, channels * height, frames).transpose(1, 2)
 
@@ -134,6 +145,7 @@ class CompactOCRModel(PreTrainedModel):
     base_model_prefix = "compact"
     main_input_name = "pixel_values"
     _no_split_modules = ["EncoderBlock"]
+    default_lora_targets = LORA_TARGETS
 
     def __init__(self, config: CompactOCRConfig):
         super().__init__(config)
@@ -154,6 +166,16 @@ class CompactOCRModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, nn.Conv2d):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def train(self, mode: bool = True) -> "CompactOCRModel":
+        """Like nn.Module.train, but a BatchNorm whose weights are frozen (LoRA, partial fine-tuning) also keeps
+        its running statistics, so saved adapters reproduce the trained model exactly."""
+        super().train(mode)
+        if mode:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d) and module.weight is not None and not module.weight.requires_grad:
+                    module.eval()
+        return self
 
     def output_lengths(self, widths: torch.Tensor) -> torch.Tensor:
         """CTC frames the model emits for lines of these pixel widths."""
@@ -184,7 +206,7 @@ class CompactOCRModel(PreTrainedModel):
             widths = torch.full((batch,), width, dtype=torch.long, device=pixel_values.device)
         widths = widths.to(pixel_values.device).long().clamp(min=1, max=width)
         pixels = mirror_within_width(pixel_values, widths)  # time now runs right-to-left: see module docstring
-        hidden = self.input_dropout(self.input_proj(self.frontend(pixels)))
+        hidden = self.input_dropout(self.input_proj(self.frontend(pixels, widths)))
         frames = hidden.shape[1]
         lengths = self.frontend.output_lengths(widths).clamp(max=frames)
         keep = attn_mask = None
@@ -233,10 +255,11 @@ class CompactOCRModel(PreTrainedModel):
         grown = nn.Linear(old.in_features, old.out_features + len(added), device=old.weight.device, dtype=old.weight.dtype)
         with torch.no_grad():
             grown.weight[: old.out_features] = old.weight
-            grown.weight[old.out_features :].normal_(0.0, self.config.initializer_range)
+            grown.weight[old.out_features :] = 0.0
             grown.bias[: old.out_features] = old.bias
-            # New labels start as unlikely as the least likely old one, so existing readings do not change.
-            grown.bias[old.out_features :] = old.bias.min()
+            # New labels start below every old one (a constant logit under the lowest bias), so existing readings
+            # do not change; CTC's alignment posteriors still give them strong gradients once they appear in labels.
+            grown.bias[old.out_features :] = old.bias.min() - 5.0
         self.classifier = grown
         self.config.alphabet = list(self.config.alphabet) + added
         return added

@@ -61,7 +61,6 @@ class CompactTrainOptions:
     val_batch_size: int = 64
     log_every: int = 50
     keep_best: bool = True  # return (and save as best/) the weights with the lowest validation CER
-    freeze_norm_stats: bool | None = None  # None: frozen for peft-wrapped models (fine-tuning), else updated
 
     def __post_init__(self):
         if self.amp not in ("auto", "bf16", "off"):
@@ -344,8 +343,6 @@ def evaluate_cer(
     batch_size: int = 64, amp: torch.dtype | None = None,
 ) -> dict:
     """Greedy-decode the dataset and score it: cer and cer_norm (ocr_assets.metrics), lines."""
-    from ocr_assets.metrics import cer, cer_norm
-
     was_training = model.training
     model.eval()
     order = sorted(range(len(dataset)), key=lambda i: dataset.widths[i])
@@ -360,7 +357,36 @@ def evaluate_cer(
     model.train(was_training)
     refs = [texts[i] for i in range(len(dataset))]
     preds = [hyps[i] for i in range(len(dataset))]
+    cer, cer_norm = _cer_functions()
     return {"cer": cer(refs, preds), "cer_norm": cer_norm(refs, preds), "lines": len(refs)}
+
+
+def _cer_functions():
+    try:
+        from ocr_assets.metrics import cer, cer_norm
+    except ImportError:  # a bare GPU image without jiwer/sacrebleu: the same definition, plain edit distance
+        from ocr_assets.text import strip_tashkeel
+
+        def corpus(refs, hyps):
+            chars = sum(len(r) for r in refs)
+            return sum(_edit_distance(r, h) for r, h in zip(refs, hyps)) / chars if chars else float(any(hyps))
+
+        def cer(refs, hyps):
+            return corpus([normalize(r) for r in refs], [normalize(h) for h in hyps])
+
+        def cer_norm(refs, hyps):
+            return corpus([strip_tashkeel(r) for r in refs], [strip_tashkeel(h) for h in hyps])
+
+    return cer, cer_norm
+
+
+def _edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
 
 
 # ---- training -----------------------------------------------------------------------------------------------
@@ -496,7 +522,6 @@ def train_compact(
     runner = model
     if ctx.world > 1:
         runner = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
-    freeze_norms = options.freeze_norm_stats if options.freeze_norm_stats is not None else hasattr(model, "peft_config")
     amp = _amp_dtype(options.amp, device)
     loader = DataLoader(
         train_set,
@@ -506,6 +531,9 @@ def train_compact(
         pin_memory=device.startswith("cuda"),
         persistent_workers=config.num_workers > 0,
         prefetch_factor=4 if config.num_workers > 0 else None,
+        # Its own generator: creating an epoch's iterator must not draw from the global RNG (dropout), or a resumed
+        # run would see different dropout masks than an uninterrupted one.
+        generator=torch.Generator().manual_seed(config.seed),
     )
 
     def checkpoint(epoch: int, batch_in_epoch: int) -> None:
@@ -523,11 +551,7 @@ def train_compact(
             break
         batches.set_position(epoch, start_batch if epoch == start_epoch else 0)
         done_in_epoch = start_batch if epoch == start_epoch else 0
-        runner.train()
-        if freeze_norms:
-            for module in model.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        runner.train()  # frozen BatchNorms (LoRA) keep their statistics: see CompactOCRModel.train
         loss_sum, loss_n, seen, t0 = 0.0, 0, 0, time.perf_counter()
         for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -541,7 +565,7 @@ def train_compact(
             scheduler.step()
             step += 1
             done_in_epoch += 1
-            loss_sum, loss_n, seen = loss_sum + float(loss), loss_n + 1, seen + len(batch["widths"]) * ctx.world
+            loss_sum, loss_n, seen = loss_sum + float(loss.detach()), loss_n + 1, seen + len(batch["widths"]) * ctx.world
             if ctx.main and options.log_every and step % options.log_every == 0:
                 rate = seen / (time.perf_counter() - t0)
                 logger.info("step %d epoch %d loss %.4f lr %.2e %.1f samples/s", step, epoch, loss_sum / loss_n, scheduler.get_last_lr()[0], rate)
