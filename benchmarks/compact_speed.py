@@ -34,18 +34,21 @@ def real_lines(count: int, seed: int) -> list[Path]:
 
 
 def rendered_lines(count: int, seed: int, folder: Path) -> list[Path]:
-    """Book-like rendered lines (Amiri, 36 px) when the real lines are not here."""
-    from ocr_assets_tests.test_compact_model import render_line
+    """Book-like rendered lines (Amiri, 36 px, 8-14 words) when the real lines are not here."""
+    import fontpkg_amiri
+    from PIL import Image, ImageDraw, ImageFont
 
-    import quran_text  # noqa: F401  - only to show the source; plain words below keep this self-contained
-
+    font = ImageFont.truetype(str(Path(fontpkg_amiri.__file__).parent / "files" / "Amiri-Regular.ttf"), 36)
     rng = random.Random(seed)
     words = "قال حدثنا محمد بن عبد الله عن أبيه أنه سمع رسول الله صلى عليه وسلم يقول في الكتاب والسنة".split()
     paths = []
     for i in range(count):
-        path = folder / f"{i:04d}.png"
-        render_line(" ".join(rng.choice(words) for _ in range(rng.randint(8, 14))), size=36).save(path)
-        paths.append(path)
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(8, 14)))
+        left, top, right, bottom = font.getbbox(text, direction="rtl", language="ar")
+        image = Image.new("L", (right - left + 20, bottom - top + 16), 255)
+        ImageDraw.Draw(image).text((10 - left, 8 - top), text, font=font, fill=0, direction="rtl", language="ar")
+        paths.append(folder / f"{i:04d}.png")
+        image.save(paths[-1])
     return paths
 
 
@@ -94,13 +97,13 @@ def main() -> int:
         paths, source = rendered_lines(args.lines, 0, Path(tmp.name)), "rendered lines (shared data absent)"
     data = [p.read_bytes() for p in paths]
 
+    torch.manual_seed(0)
+    untrained = None if args.model else CompactRecognizer.new(device="cpu").model
+
     def load(precision: str) -> CompactRecognizer:
         if args.model:
             return CompactRecognizer.load(args.model, device=args.device, cpu_precision=precision)
-        torch.manual_seed(0)
-        return CompactRecognizer.new(device=args.device) if precision == "auto" else CompactRecognizer(
-            CompactRecognizer.new(device="cpu").model, device=args.device, cpu_precision=precision
-        )
+        return CompactRecognizer(untrained, device=args.device, cpu_precision=precision)
 
     first = load("fp32")
     height = first.model.config.input_height

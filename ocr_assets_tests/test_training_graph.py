@@ -26,7 +26,7 @@ def _run_config(scratch_epochs: int, lora_epochs: int, register: bool = True) ->
             "line_splits": {"config": {"fractions": [0.6, 0.2, 0.2], "seed": 0, "folds": 3}},
             "base_model": {"config": {"from_scratch": True, "scratch_epochs": scratch_epochs}},
             "lora_adapters": {"config": {"epochs": lora_epochs, "rank": 8, "learning_rate": 3e-3}},
-            "evaluation_report": {"config": {"register": register}},
+            "evaluation_report": {"config": {"register_model": register}},
         }
     }
 

@@ -40,7 +40,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
 
     decision_md = "registry disabled"
     meta: dict = {}
-    if config.register:
+    if config.register_model:
         version = registry.log_and_register(Path(merged_dir), {"test_cer_norm": summary["cer_norm"], "test_cer": summary["cer"]})
         champion = registry.alias_version(registry.CHAMPION)
         champion_score = None

@@ -23,6 +23,8 @@ class SyntheticSource(dg.Config):
     count: int = DEFAULT_SYNTHETIC_COUNT
     seed: int = 0
     vocalised_fraction: float = 0.5
+    fonts: list[str] = []  # only these font names/families (empty: every discovered book and text face)
+    exclude_fonts: list[str] = []
 
 
 class RawLineSources(dg.Config):
@@ -79,10 +81,17 @@ def iter_sources(config: RawLineSources) -> Iterator[RawLine]:
     if synthetic is None and not any(others):
         synthetic = SyntheticSource()
     if synthetic is not None and synthetic.count > 0:
+        from ocr_assets.data.fonts import discover_fonts
         from ocr_assets.data.synthetic import iter_synthetic_lines
 
+        fonts = None
+        if synthetic.fonts:
+            fonts = [f for f in discover_fonts() if f.name in synthetic.fonts or f.family in synthetic.fonts]
+            if not fonts:
+                raise dg.Failure(f"none of the fonts {synthetic.fonts} was found; known: {[f.name for f in discover_fonts()]}")
         yield from iter_synthetic_lines(
-            synthetic.count, synthetic.seed, vocalised_fraction=synthetic.vocalised_fraction
+            synthetic.count, synthetic.seed, fonts=fonts, exclude_fonts=tuple(synthetic.exclude_fonts),
+            vocalised_fraction=synthetic.vocalised_fraction
         )
 
 

@@ -1,5 +1,6 @@
 """Training graph: base model → baseline evaluation → LoRA adapters → merged model → evaluation report."""
 
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
@@ -37,7 +38,7 @@ class EvaluationConfig(dg.Config):
     """The promotion gate: the challenger must beat the champion's test CER_norm by at least min_gain."""
 
     min_gain: float = 0.0
-    register: bool = True
+    register_model: bool = True
 
 
 def split_pairs(name: str) -> pa.Table:
@@ -48,7 +49,7 @@ def split_pairs(name: str) -> pa.Table:
     return pairs.filter(pc.is_in(pairs.column("line_id"), value_set=ids.combine_chunks()))
 
 
-def upstream_path(context: dg.AssetExecutionContext, asset: str, key: str = "path") -> str:
+def upstream_path(context: dg.AssetExecutionContext, asset: str, key: str = "path") -> Path:
     """The file an upstream asset's latest materialization recorded (each run's artifacts stay versioned)."""
     event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
     if event is None or event.asset_materialization is None:
@@ -56,7 +57,7 @@ def upstream_path(context: dg.AssetExecutionContext, asset: str, key: str = "pat
     value = event.asset_materialization.metadata.get(key)
     if value is None:
         raise dg.Failure(f"asset {asset!r} recorded no {key!r} metadata")
-    return str(value.value)
+    return Path(str(value.value))
 
 
 def run_dir(context: dg.AssetExecutionContext, kind: str):
@@ -116,7 +117,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig) -> dg
     return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out)), "source": source, "parameters": params, **extra})
 
 
-def _evaluate(model_dir: str, device: str, split: str = "test"):
+def _evaluate(model_dir: str | Path, device: str, split: str = "test"):
     from ocr_assets.evaluation import evaluate_pairs
     from ocr_assets.models.loading import load_recognizer
 

@@ -596,8 +596,10 @@ def train_compact(
                 on_epoch(epoch, metrics)
         checkpoint(epoch + 1, 0)
 
-    if best_state is not None and options.keep_best:
+    if options.keep_best and best_state is not None:
         model.load_state_dict(best_state)
+    elif options.keep_best and best_cer is not None and ckpt_dir is not None and (ckpt_dir / "best" / "model.safetensors").is_file():
+        load_model(model, str(ckpt_dir / "best" / "model.safetensors"), device=str(device))  # best came before a resume
     model.eval()
     return TrainResult(
         model=model, codec=codec, history=history, steps=step, resumed_from_step=resumed, codec_stats=stats,
