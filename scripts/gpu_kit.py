@@ -81,9 +81,22 @@ def main() -> None:
                     "--platform", "manylinux2014_x86_64", "-d", str(out / "whl"), *WHEELS], check=True)
     fonts(out)
     real_lines(Path(args.shared), out)
+    fullres_subset(Path(args.shared), out)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"{out}: {total / 2**20:.1f} MiB")
 
 
 if __name__ == "__main__":
     main()
+
+
+def fullres_subset(shared: Path, out: Path, per_book: int = 150) -> None:
+    """Evenly spaced original-resolution lines per book (a GT folder): the unseen-book test set on the GPU box."""
+    dest = out / "fullres"
+    for book in sorted(p for p in (shared / "ocr_gs_print").iterdir() if p.is_dir()):
+        pngs = sorted(book.glob("*.png"))
+        step = max(1, len(pngs) // per_book)
+        (dest / book.name).mkdir(parents=True, exist_ok=True)
+        for png in pngs[::step][:per_book]:
+            shutil.copy2(png, dest / book.name / png.name)
+            shutil.copy2(png.with_suffix("").with_suffix(".gt.txt"), dest / book.name / f"{png.stem}.gt.txt")

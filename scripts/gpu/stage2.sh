@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Stage 2 on a lent GPU box: from the stage-1 model, one run per leave-one-book-out fold plus one on all five books,
+# concurrently on the GPU(s); each mixes its real books (3x) with synthetic lines. Then unseen-book and vocalised
+# evaluation, GPU throughput, and the all-books model copied to $OUT.
+set -euo pipefail
+source scripts/gpu/env.sh
+CPUS=$(nproc); INIT=${INIT:-$KIT/stage1}; EPOCHS=${1:-5}; SECONDS_LIMIT=${2:-330}
+python3 -m ocr_assets.pretrain render --out $W/mix/mix.parquet --count 16000 --seed 20 --workers "$CPUS"
+[ -f $W/val/synth_val.parquet ] || python3 -m ocr_assets.pretrain render --out $W/val/synth_val.parquet --count 600 --seed 2 --workers "$CPUS"
+[ -f $W/heldout/vocalised.parquet ] || python3 -m ocr_assets.pretrain render --out $W/heldout/vocalised.parquet --count 1000 --seed 3 \
+  --workers "$CPUS" --vocalised-fraction 1.0 --exclude-fonts "" --only-fonts Scheherazade-Regular,Scheherazade-Bold
+python3 scripts/gpu/make_folds.py $KIT/real $W/folds
+FOLDS=$(ls $W/folds); N=$(echo $FOLDS | wc -w); i=0
+for f in $FOLDS; do
+  R=$W/folds/$f/train_real.parquet
+  CUDA_VISIBLE_DEVICES=$(( i % NGPU )) timeout "$SECONDS_LIMIT" python3 -m ocr_assets.models.compact.train --init "$INIT" \
+    --train $R,$R,$R,$W/mix/mix.parquet --val $W/folds/$f/val_real.parquet --out $W/runs/$f --epochs "$EPOCHS" \
+    --batch-size 96 --lr 6e-4 --num-workers $(( CPUS / N )) --augment --log-every 400 --checkpoint-every 400 \
+    > $W/runs_$f.log 2>&1 &
+  i=$((i + 1))
+done
+wait || true
+for f in $FOLDS; do echo "== $f"; grep "epoch .* done" $W/runs_$f.log | tail -2 | cut -c1-260; python3 scripts/gpu/export.py $W/runs/$f $W/models/$f; done
+python3 scripts/gpu/evaluate_folds.py $KIT/fullres $W/models $W/heldout/vocalised.parquet $KIT/real "$OUT"
+python3 scripts/gpu/export.py $W/runs/ALL "$OUT/model"
