@@ -124,8 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    # Library warnings and MLflow's store set-up chatter would bury the one line a user needs.
+    import logging
+    import os
+    import warnings
+
+    if not os.environ.get("OCR_ASSETS_DEBUG"):
+        warnings.simplefilter("ignore")
+        for name in ("mlflow", "alembic", "transformers", "peft"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     from ocr_assets.models.base import ModelError
 
     try:

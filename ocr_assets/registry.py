@@ -7,6 +7,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import warnings
+
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -17,6 +19,10 @@ from ocr_assets.settings import mlflow_uri
 MODEL_NAME = "ocr-assets-recognizer"
 CHAMPION, CHALLENGER = "champion", "challenger"
 MAX_IMAGE_BASE64_CHARS = 8_000_000  # ~6 MB of image per row: refuse larger requests
+
+
+# The pyfunc validates its input itself (column `image`, size cap), so MLflow's type-hint nudge is noise.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
 
 
 class OcrPyfuncModel(mlflow.pyfunc.PythonModel):

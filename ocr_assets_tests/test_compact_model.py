@@ -146,6 +146,42 @@ def test_shipping_size_fits_the_16_mb_fp16_budget():
 # ---- recognizer -----------------------------------------------------------------------------------------
 
 
+def _frames(*peaks: tuple[int, float], labels: int = 4) -> torch.Tensor:
+    """Log-probabilities with the given (label, probability) peak per frame, the rest spread evenly."""
+    rows = []
+    for label, p in peaks:
+        row = torch.full((labels,), (1 - p) / (labels - 1))
+        row[label] = p
+        rows.append(row)
+    return torch.stack(rows).log()
+
+
+def test_greedy_decode_collapses_runs_drops_blanks_and_ignores_padding():
+    from ocr_assets.models.compact.recognizer import greedy_decode
+
+    a, b = 2, 3
+    line0 = _frames((a, 0.9), (a, 0.6), (0, 0.8), (a, 0.7), (b, 0.8), (0, 0.9))
+    line1 = _frames((0, 0.9), (0, 0.7), (0, 0.8), (a, 0.99), (a, 0.99), (a, 0.99))  # frames 3.. are padding
+    out = greedy_decode(torch.stack([line0, line1]), torch.tensor([6, 3]))
+    ids, confs, line = out[0]
+    assert ids == [a, a, b]  # a blank between the two a's keeps both
+    assert confs == pytest.approx([0.9, 0.7, 0.8])
+    assert line == pytest.approx(0.8)
+    assert out[1][0] == [] and out[1][2] == pytest.approx(0.8)  # empty line: mean blank probability
+
+
+def test_prepare_line_gives_ink_high_for_dark_or_light_text():
+    dark_on_light = render_line("قال محمد")
+    light_on_dark = Image.eval(dark_on_light, lambda v: 255 - v)
+    from ocr_assets.models.compact import prepare_line
+
+    a, b = prepare_line(dark_on_light, 32), prepare_line(light_on_dark, 32)
+    assert a.dtype == np.uint8 and a.shape[0] == 32
+    assert a.shape[1] == round(dark_on_light.width * 32 / dark_on_light.height)
+    assert np.median(a) == 0 and a.max() == 255  # background 0, darkest ink stretched to 255
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
 def test_recognize_gives_confidences_and_error_rows_for_bad_images(tmp_path):
     lines = word_lines(3, seed=1)
     alphabet = sorted({ch for _, t in lines for ch in t})
@@ -242,7 +278,7 @@ def test_crashed_training_resumes_exactly_as_if_never_stopped(tmp_path):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=f"{name} differs after resume")
 
 
-def test_training_reads_parquet_rows_and_reports_unknown_characters(tmp_path):
+def test_training_reads_parquet_rows_augments_and_reports_unknown_characters(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -258,7 +294,7 @@ def test_training_reads_parquet_rows_and_reports_unknown_characters(tmp_path):
     result = train_compact(
         None, str(tmp_path / "train.parquet"), str(tmp_path / "train.parquet"),
         TrainConfig(epochs=1, batch_size=4, learning_rate=1e-3), codec=codec,
-        options=CompactTrainOptions(model_config=TINY, log_every=0),
+        options=CompactTrainOptions(model_config=TINY, log_every=0, augment=True),
         on_epoch=lambda epoch, metrics: seen.append((epoch, metrics)),
     )
     assert result.codec_stats.unknown["٣"] == 12 and result.codec_stats.lines_with_unknown == 12

@@ -189,13 +189,16 @@ class CompactOCRModel(PreTrainedModel):
         label_lengths: torch.Tensor | None = None,
         **kwargs,
     ) -> CompactOCROutput:
-        """pixel_values: (batch, 1, input_height, width), ink = 1, natural orientation, right-padded.
+        """pixel_values: (batch, 1, input_height, width), ink = 1 on background 0 (or uint8 ink = 255), natural
+        orientation, right-padded.
 
         widths: true pixel width of each line (default: all full width). labels: (batch, max_labels) label ids in
         logical order, padded with 0 or -100; label_lengths defaults to the count of ids > 0.
         """
         if pixel_values.dim() == 3:
             pixel_values = pixel_values.unsqueeze(1)
+        if not pixel_values.is_floating_point():  # uint8 lines from prepare_line: scaled here, on the device
+            pixel_values = pixel_values.to(torch.float32) / 255.0
         batch, _, height, width = pixel_values.shape
         if height != self.config.input_height:
             raise ValueError(

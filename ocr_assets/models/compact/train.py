@@ -80,7 +80,8 @@ class TrainResult:
     steps: int
     resumed_from_step: int | None
     codec_stats: CodecStats
-    skipped_too_long: int
+    skipped_too_long: int  # lines with more labels than CTC frames for their width (left out, counted)
+    skipped_updates: int  # steps whose gradient was not finite
     best_val_cer: float | None
     checkpoint_dir: Path | None
 
@@ -173,8 +174,9 @@ class LineDataset(Dataset):
         if self.augment:
             rng = np.random.default_rng([self.seed, epoch, index])
             array = prepare_line(augment_line(open_image(image), rng), self.height)
-            if rng.random() < 0.3:
-                array = np.clip(array + rng.normal(0, rng.uniform(0.02, 0.1), array.shape), 0, 1).astype(np.float32)
+            if rng.random() < 0.3:  # sensor noise, after the contrast stretch so it survives it
+                noise = rng.normal(0, rng.uniform(5, 25), array.shape)
+                array = np.clip(array + noise, 0, 255).astype(np.uint8)
         else:
             array = prepare_line(image, self.height)
         return array, self.labels[index]
@@ -480,6 +482,8 @@ def train_compact(
     train_set, _, stats, skipped = _prepare_split(train_samples, codec, base.config, options.augment, config.seed)
     if len(train_set) == 0:
         raise ModelError("no trainable lines: every sample was too long for its width or the set is empty")
+    if skipped and ctx.main:
+        logger.warning("%d training lines left out: more labels than CTC frames for their width", skipped)
     if stats.unknown_chars and ctx.main:
         logger.warning("%d characters have no label (mapped to <unk>): %s", stats.unknown_chars, stats.as_dict(10)["unknown_top"])
     val = None
@@ -503,7 +507,7 @@ def train_compact(
 
     step = start_epoch = start_batch = 0
     history: list[dict] = []
-    best_cer, best_state, resumed = None, None, None
+    best_cer, best_state, resumed, skipped_updates = None, None, None, 0
     if resume_from is not None:
         load_model(model, str(resume_from / "model.safetensors"), device=str(device))
         state = torch.load(resume_from / TRAINER_STATE, map_location="cpu", weights_only=True)
@@ -559,16 +563,21 @@ def train_compact(
                 loss = runner(**batch).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if options.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for _, p in trainable], options.grad_clip)
-            optimizer.step()
+            norm = torch.nn.utils.clip_grad_norm_([p for _, p in trainable], options.grad_clip or float("inf"))
+            # A non-finite gradient (every rank sees the same, all-reduced) skips the update instead of poisoning it.
+            if torch.isfinite(norm):
+                optimizer.step()
+                loss_sum, loss_n = loss_sum + loss.detach(), loss_n + 1
+            else:
+                skipped_updates += 1
+                logger.warning("step %d: non-finite gradient norm, update skipped", step + 1)
             scheduler.step()
             step += 1
             done_in_epoch += 1
-            loss_sum, loss_n, seen = loss_sum + float(loss.detach()), loss_n + 1, seen + len(batch["widths"]) * ctx.world
+            seen += len(batch["widths"]) * ctx.world
             if ctx.main and options.log_every and step % options.log_every == 0:
                 rate = seen / (time.perf_counter() - t0)
-                logger.info("step %d epoch %d loss %.4f lr %.2e %.1f samples/s", step, epoch, loss_sum / loss_n, scheduler.get_last_lr()[0], rate)
+                logger.info("step %d epoch %d loss %.4f lr %.2e %.1f samples/s", step, epoch, float(loss_sum) / max(loss_n, 1), scheduler.get_last_lr()[0], rate)
             stopped = config.max_steps is not None and step >= config.max_steps
             if stopped or (config.checkpoint_every and step % config.checkpoint_every == 0):
                 checkpoint(epoch, done_in_epoch)
@@ -577,7 +586,7 @@ def train_compact(
         if stopped and done_in_epoch < per_epoch:
             break
         seconds = time.perf_counter() - t0
-        metrics = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(loss_n, 1), "lr": scheduler.get_last_lr()[0],
+        metrics = {"epoch": epoch, "step": step, "train_loss": float(loss_sum) / max(loss_n, 1), "lr": scheduler.get_last_lr()[0],
                    "samples_per_s": seen / max(seconds, 1e-9), "seconds": seconds}
         if val is not None:
             scores = evaluate_cer(model, val[0], val[1], codec, device, options.val_batch_size, amp)
@@ -603,7 +612,7 @@ def train_compact(
     model.eval()
     return TrainResult(
         model=model, codec=codec, history=history, steps=step, resumed_from_step=resumed, codec_stats=stats,
-        skipped_too_long=skipped, best_val_cer=best_cer, checkpoint_dir=ckpt_dir,
+        skipped_too_long=skipped, skipped_updates=skipped_updates, best_val_cer=best_cer, checkpoint_dir=ckpt_dir,
     )
 
 
