@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/compact_speed.py [--model DIR] [--lines 256] [--tesseract] [--device cuda]
 
 Lines: a fixed random sample of the real lines in shared/data/ocr_gs_print (all books), or rendered lines
-when that folder is absent. Prints one Markdown table; each figure is the best of --repeats passes.
+when that folder is absent. Prints one Markdown table; each speed is the best of --repeats passes. With --model
+and real lines it also scores each precision (CER, CER_norm), so a faster precision is seen not to cost accuracy.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ocr_assets import metrics
 from ocr_assets.models.compact import CompactRecognizer, prepare_line
 from ocr_assets.settings import shared_data_dir
 
@@ -66,7 +68,9 @@ def tesseract_rate(paths: list[Path]) -> float | None:
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
 
     def one(path: Path) -> None:
-        subprocess.run(["tesseract", str(path), "stdout", "-l", "ara", "--psm", "13"], env=env, capture_output=True, check=True)
+        subprocess.run(
+            ["tesseract", str(path), "stdout", "-l", "ara", "--psm", "13"], env=env, capture_output=True, check=True
+        )
 
     try:
         one(paths[0])
@@ -96,6 +100,8 @@ def main() -> int:
     if not paths:
         paths, source = rendered_lines(args.lines, 0, Path(tmp.name)), "rendered lines (shared data absent)"
     data = [p.read_bytes() for p in paths]
+    gt_files = [p.with_suffix(".gt.txt") for p in paths]
+    refs = [f.read_text(encoding="utf-8") for f in gt_files] if all(f.is_file() for f in gt_files) else None
 
     torch.manual_seed(0)
     untrained = None if args.model else CompactRecognizer.new(device="cpu").model
@@ -110,24 +116,36 @@ def main() -> int:
     arrays = [prepare_line(d, height) for d in data]
     size_mb = len(first.save(Path(tmp.name) / "fp16").joinpath("model.safetensors").read_bytes()) / 1e6
     mean_width = sum(a.shape[1] for a in arrays) / len(arrays)
-    print(f"{len(data)} {source}; mean width {mean_width:.0f} px at height {height}; "
-          f"{args.threads} threads, batch {args.batch_size}, device {args.device}, torch {torch.__version__}")
+    print(
+        f"{len(data)} {source}; mean width {mean_width:.0f} px at height {height}; "
+        f"{args.threads} threads, batch {args.batch_size}, device {args.device}, torch {torch.__version__}"
+    )
     if args.device.startswith("cuda"):
         print(f"GPU: {torch.cuda.get_device_name(0)}")
     print(f"params {first.parameters_count() / 1e6:.2f} M, fp16 checkpoint {size_mb:.1f} MB\n")
-    print("| precision | end-to-end lines/s (decode PNG + prepare + model + CTC) | model-only lines/s |")
-    print("|---|---|---|")
+    scored = bool(args.model and refs)  # an untrained model's CER says nothing
+    print(
+        "| precision | end-to-end lines/s (decode PNG + prepare + model + CTC) | model-only lines/s |"
+        + (" CER | CER_norm |" if scored else "")
+    )
+    print("|---|---|---|" + ("---|---|" if scored else ""))
     precisions = ["fp32", "bf16", "int8"] if args.device == "cpu" else ["fp32"]
     for precision in precisions:
         rec = first if precision == "fp32" else load(precision)
         rec.recognize_arrays(arrays[: args.batch_size], args.batch_size)  # warm-up: kernels, quantized copy
-        model_rate = best_rate(lambda: rec.recognize_arrays(arrays, args.batch_size), len(arrays), args.repeats)
-        e2e_rate = best_rate(lambda: rec.recognize(data, args.batch_size), len(data), args.repeats)
+        model_rate = best_rate(lambda r=rec: r.recognize_arrays(arrays, args.batch_size), len(arrays), args.repeats)
+        e2e_rate = best_rate(lambda r=rec: r.recognize(data, args.batch_size), len(data), args.repeats)
         label = precision if args.device == "cpu" else f"{args.device} autocast"
-        print(f"| {label} | {e2e_rate:.1f} | {model_rate:.1f} |")
+        quality = ""
+        if scored:
+            hyps = [r.text for r in rec.recognize(data, args.batch_size)]
+            quality = f" {metrics.cer(refs, hyps):.4f} | {metrics.cer_norm(refs, hyps):.4f} |"
+        print(f"| {label} | {e2e_rate:.1f} | {model_rate:.1f} |{quality}")
     if args.tesseract:
         rate = tesseract_rate(paths)
-        print(f"| Tesseract 5 ara --psm 13 (2 processes) | {rate:.1f} | |" if rate else "| Tesseract | not installed | |")
+        print(
+            f"| Tesseract 5 ara --psm 13 (2 processes) | {rate:.1f} | |" if rate else "| Tesseract | not installed | |"
+        )
     tmp.cleanup()
     return 0
 

@@ -23,3 +23,6 @@ wait || true
 for f in $FOLDS; do echo "== $f"; grep "epoch .* done" $W/runs_$f.log | tail -2 | cut -c1-260; python3 scripts/gpu/export.py $W/runs/$f $W/models/$f; done
 python3 scripts/gpu/evaluate_folds.py $KIT/fullres $W/models $W/heldout/vocalised.parquet $KIT/real "$OUT"
 python3 scripts/gpu/export.py $W/runs/ALL "$OUT/model"
+# Two fold models come back too, for the CPU adaptation benchmark on a book they never saw.
+for f in IbnQutayba.Adab Jahiz.Hayawan; do python3 scripts/gpu/export.py $W/runs/$f "$OUT/fold_$f"; done
+cp $W/runs_ALL.log "$OUT/train_ALL.log"
