@@ -249,10 +249,17 @@ def test_training_stopped_by_max_steps_resumes_from_that_step(tmp_path):
     options = CompactTrainOptions(model_config=TINY, log_every=0, amp="off")
     ckpt = str(tmp_path / "ckpt")
     first = train_compact(
-        None, lines, None, TrainConfig(epochs=2, batch_size=8, max_steps=3, checkpoint_dir=ckpt), codec=codec, options=options
+        None,
+        lines,
+        None,
+        TrainConfig(epochs=2, batch_size=8, max_steps=3, checkpoint_dir=ckpt),
+        codec=codec,
+        options=options,
     )
     assert first.steps == 3 and first.history == [] and (tmp_path / "ckpt" / "last" / "trainer_state.pt").is_file()
-    second = train_compact(None, lines, None, TrainConfig(epochs=2, batch_size=8, checkpoint_dir=ckpt), codec=codec, options=options)
+    second = train_compact(
+        None, lines, None, TrainConfig(epochs=2, batch_size=8, checkpoint_dir=ckpt), codec=codec, options=options
+    )
     assert second.resumed_from_step == 3
     assert second.steps == 10  # 2 epochs of 5 batches: it went on from step 3, not 3 + a fresh 10
     assert [h["epoch"] for h in second.history] == [0, 1] and second.history[0]["step"] == 5
@@ -263,22 +270,34 @@ def test_crashed_training_resumes_exactly_as_if_never_stopped(tmp_path):
     codec = Codec.from_texts([t for _, t in lines], base=[])
     options = CompactTrainOptions(model_config=TINY, log_every=0, amp="off")
     config = dict(epochs=2, batch_size=8, learning_rate=2e-3, seed=11, checkpoint_every=4)
-    straight = train_compact(None, lines, None, TrainConfig(**config, checkpoint_dir=str(tmp_path / "a")), codec=codec, options=options)
+    straight = train_compact(
+        None, lines, None, TrainConfig(**config, checkpoint_dir=str(tmp_path / "a")), codec=codec, options=options
+    )
     assert straight.steps == 12
 
     def crash(epoch, metrics):
         raise RuntimeError("simulated kill at the end of epoch 0")
 
     with pytest.raises(RuntimeError, match="simulated kill"):
-        train_compact(None, lines, None, TrainConfig(**config, checkpoint_dir=str(tmp_path / "b")), codec=codec, options=options, on_epoch=crash)
-    resumed = train_compact(None, lines, None, TrainConfig(**config, checkpoint_dir=str(tmp_path / "b")), codec=codec, options=options)
+        train_compact(
+            None,
+            lines,
+            None,
+            TrainConfig(**config, checkpoint_dir=str(tmp_path / "b")),
+            codec=codec,
+            options=options,
+            on_epoch=crash,
+        )
+    resumed = train_compact(
+        None, lines, None, TrainConfig(**config, checkpoint_dir=str(tmp_path / "b")), codec=codec, options=options
+    )
     assert resumed.resumed_from_step == 4 and resumed.steps == 12
     # Model, optimizer, schedule, RNG and batch order all came back: the same weights as the run never stopped.
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=f"{name} differs after resume")
 
 
-def test_training_reads_parquet_rows_augments_and_reports_unknown_characters(tmp_path):
+def test_training_reads_parquet_shards_augments_and_reports_unknown_characters(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -287,18 +306,26 @@ def test_training_reads_parquet_rows_augments_and_reports_unknown_characters(tmp
     for image, text in lines:
         buf = io.BytesIO()
         image.save(buf, format="PNG")
-        rows.append({"image": buf.getvalue(), "text": text + " ٣"})
-    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+        rows.append({"image": buf.getvalue(), "text": text + " ٣", "width": image.width, "height": image.height})
+    # A shard in the pair schema (with sizes) and one as the synthetic renderer writes it (text + image only).
+    pq.write_table(pa.Table.from_pylist(rows[:8]), tmp_path / "pairs.parquet")
+    pq.write_table(
+        pa.Table.from_pylist([{"text": r["text"], "image": r["image"]} for r in rows[8:]]), tmp_path / "synth.parquet"
+    )
     codec = Codec.from_texts([t for _, t in lines], base=[])  # knows no "٣"
     seen = []
     result = train_compact(
-        None, str(tmp_path / "train.parquet"), str(tmp_path / "train.parquet"),
-        TrainConfig(epochs=1, batch_size=4, learning_rate=1e-3), codec=codec,
+        None,
+        [str(tmp_path / "pairs.parquet"), str(tmp_path / "synth.parquet")],
+        str(tmp_path),  # a folder of shards
+        TrainConfig(epochs=1, batch_size=4, learning_rate=1e-3),
+        codec=codec,
         options=CompactTrainOptions(model_config=TINY, log_every=0, augment=True),
         on_epoch=lambda epoch, metrics: seen.append((epoch, metrics)),
     )
     assert result.codec_stats.unknown["٣"] == 12 and result.codec_stats.lines_with_unknown == 12
-    assert seen and seen[0][0] == 0
+    assert result.steps == 3 and seen and seen[0][0] == 0
+    assert seen[0][1]["val_lines"] == 12
     assert {"train_loss", "val_cer", "val_cer_norm", "samples_per_s"} <= set(seen[0][1])
     assert result.history == [m for _, m in seen]
 
@@ -312,7 +339,11 @@ def test_model_learns_to_read_rendered_lines_right_to_left():
     refs = [t for _, t in val]
     before = cer(refs, [r.text for r in untrained.recognize([im for im, _ in val])])
     result = train_compact(
-        None, train, val, TrainConfig(epochs=40, batch_size=16, learning_rate=3e-3, seed=0), codec=codec,
+        None,
+        train,
+        val,
+        TrainConfig(epochs=40, batch_size=16, learning_rate=3e-3, seed=0),
+        codec=codec,
         options=CompactTrainOptions(model_config=TINY, log_every=0),
     )
     rec = CompactRecognizer(result.model, device="cpu")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ocr_assets.models.base import LoraSettings, ModelError, TrainConfig
-from ocr_assets.models.compact import Codec, CompactOCRModel, CompactRecognizer
+from ocr_assets.models.compact import CompactOCRModel, CompactRecognizer
 from ocr_assets.models.compact.recognizer import collate_lines, prepare_line
 from ocr_assets.models.compact.train import CompactTrainOptions, add_missing_characters, train_compact
 from ocr_assets.models.lora import apply_lora, load_adapters, merge_and_save, save_adapters, trainable_parameters
@@ -29,12 +29,17 @@ def test_lora_fine_tune_with_a_new_character_saves_reloads_and_merges(tmp_path):
     book = [(render_line(text + "ة"), text + "ة") for _, text in word_lines(24, seed=22)]
     assert add_missing_characters(base_model, [t for _, t in book]) == ["ة"]
     rec = CompactRecognizer(base_model, device="cpu")
-    peft_model = apply_lora(base_model, LoraSettings(rank=4, alpha=8, modules_to_save=["classifier"]), rec.lora_target_modules)
+    peft_model = apply_lora(
+        base_model, LoraSettings(rank=4, alpha=8, modules_to_save=["classifier"]), rec.lora_target_modules
+    )
     trained, total = trainable_parameters(peft_model)
     assert 0 < trained < 0.5 * total
 
     result = train_compact(
-        peft_model, book, None, TrainConfig(epochs=1, batch_size=8, learning_rate=5e-3, max_steps=3),
+        peft_model,
+        book,
+        None,
+        TrainConfig(epochs=1, batch_size=8, learning_rate=5e-3, max_steps=3),
         options=CompactTrainOptions(log_every=0),
     )
     assert result.steps == 3 and result.codec.alphabet[-1] == "ة"
@@ -43,7 +48,11 @@ def test_lora_fine_tune_with_a_new_character_saves_reloads_and_merges(tmp_path):
     for name, value in before.items():
         if name.startswith("classifier"):
             continue
-        key = name if name in base_now else name.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        key = (
+            name
+            if name in base_now
+            else name.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        )
         torch.testing.assert_close(base_now[key], value, msg=f"{name} changed under LoRA")
     lora_b = [v for k, v in peft_model.state_dict().items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: non-zero means the adapters trained

@@ -19,13 +19,17 @@ def platform(tmp_path, monkeypatch):
     return build_defs("local"), tmp_path
 
 
-def _run_config(scratch_epochs: int, lora_epochs: int, register: bool = True) -> dict:
+# Fully vocalised lines in the font the shipped model never saw: the situation fine-tuning is for.
+HELDOUT = ["Scheherazade-Regular", "Scheherazade-Bold"]
+
+
+def _run_config(lora_epochs: int, register: bool = True) -> dict:
+    synthetic = {"count": 300, "seed": 5, "vocalised_fraction": 1.0, "fonts": HELDOUT}
     return {
         "ops": {
-            "raw_line_dataset": {"config": {"synthetic": {"count": 260, "seed": 3, "vocalised_fraction": 0.0}}},
-            "line_splits": {"config": {"fractions": [0.6, 0.2, 0.2], "seed": 0, "folds": 3}},
-            "base_model": {"config": {"from_scratch": True, "scratch_epochs": scratch_epochs}},
-            "lora_adapters": {"config": {"epochs": lora_epochs, "rank": 8, "learning_rate": 3e-3}},
+            "raw_line_dataset": {"config": {"synthetic": synthetic}},
+            "line_splits": {"config": {"fractions": [0.6, 0.1, 0.3], "seed": 0, "folds": 2}},
+            "lora_adapters": {"config": {"epochs": lora_epochs}},
             "evaluation_report": {"config": {"register_model": register}},
         }
     }
@@ -34,7 +38,7 @@ def _run_config(scratch_epochs: int, lora_epochs: int, register: bool = True) ->
 def test_main_job_trains_finetunes_evaluates_and_registers(platform):
     defs, tmp_path = platform
     with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("main_job").execute_in_process(instance=instance, run_config=_run_config(6, 14))
+        result = defs.resolve_job_def("main_job").execute_in_process(instance=instance, run_config=_run_config(6))
         assert result.success
 
         def meta(asset: str) -> dict:
@@ -43,9 +47,10 @@ def test_main_job_trains_finetunes_evaluates_and_registers(platform):
 
         base = meta("baseline_evaluation")
         report = meta("evaluation_report")
-        # The fine-tuned model reads held-out synthetic lines (fonts absent from training) measurably better.
-        assert report["cer_norm"] < base["cer_norm"] - 0.05, (base, report)
-        assert report["improvement_cer_norm"] > 0.05
+        # The fine-tuned model reads held-out vocalised lines of that font measurably better than the shipped base.
+        assert meta("base_model")["source"] == "shipped default"
+        assert report["cer"] < 0.85 * base["cer"], (base, report)
+        assert report["cer"] < base["cer"] - 0.005
         assert "Per document" in report["report"] and "data:image/png;base64" in report["report"]
         adapters = meta("lora_adapters")
         assert adapters["trainable_params"] > 0 and adapters["adapter_kb"] > 0
@@ -54,8 +59,8 @@ def test_main_job_trains_finetunes_evaluates_and_registers(platform):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", registry_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = client.search_runs(client.get_experiment_by_name("ocr_assets").experiment_id)[0]
     assert run.info.status == "FINISHED"  # the end_mlflow_on_run_finished hook closed it
-    assert "test_cer_norm" in run.data.metrics and "lora_loss" in {m for m in run.data.metrics} | {"lora_loss"}
-    assert client.get_metric_history(run.info.run_id, "lora_train_loss") or client.get_metric_history(run.info.run_id, "lora_loss")
+    assert {"test_cer_norm", "baseline_cer_norm", "lora_train_loss", "lora_val_cer"} <= set(run.data.metrics)
+    assert len(client.get_metric_history(run.info.run_id, "lora_train_loss")) == 6  # one point per epoch
     version = client.get_model_version_by_alias("ocr-assets-recognizer", "champion")
     assert client.get_model_version_by_alias("ocr-assets-recognizer", "challenger").version == version.version
     assert float(version.tags["test_cer_norm"]) == pytest.approx(report["cer_norm"], abs=1e-5)
