@@ -65,7 +65,8 @@ def main() -> None:
     print("|---|---|---|---|")
     print(f"| before (fold base) | {before['cer']:.4f} | {before['cer_norm']:.4f} | {before['wer']:.4f} |")
     print(f"| after `ocr-assets finetune` | {after['cer']:.4f} | {after['cer_norm']:.4f} | {after['wer']:.4f} |")
-    print(f"\nfine-tune wall time {wall:.1f} s (epochs {summary.get('epochs')}), peak memory of the process {peak_mb:.0f} MB")
+    print(f"\nfine-tune: wall time {wall:.1f} s for the whole `ocr-assets finetune` process (epochs {summary.get('epochs')}), "
+          f"peak RSS {summary.get('peak_rss_mb')} MB (children max {peak_mb:.0f} MB, evaluation processes included)")
 
 
 if __name__ == "__main__":

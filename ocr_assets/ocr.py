@@ -32,13 +32,16 @@ class Progress:
     seconds: float
 
 
-def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int = 64,
+def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int = 64, chunk_size: int = 1024,
                   on_progress: Callable[[Progress], None] | None = None) -> Iterator[dict]:
-    """One row per image found recursively; an unreadable image gives a row with `error`, not a crash."""
+    """One row per image found recursively; an unreadable image gives a row with `error`, not a crash.
+
+    Images are read `chunk_size` at a time so the recognizer can group similar widths into its batches.
+    """
     paths = find_images(root)
     start = time.perf_counter()
-    for offset in range(0, len(paths), batch_size):
-        chunk = paths[offset : offset + batch_size]
+    for offset in range(0, len(paths), chunk_size):
+        chunk = paths[offset : offset + chunk_size]
         opened: list[tuple[Path, Image.Image | None, str | None]] = []
         for path in chunk:
             try:
@@ -58,7 +61,7 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int = 64,
                     row["error"] = r.error
             yield row
         if on_progress:
-            on_progress(Progress(min(offset + batch_size, len(paths)), len(paths), time.perf_counter() - start))
+            on_progress(Progress(min(offset + chunk_size, len(paths)), len(paths), time.perf_counter() - start))
 
 
 def images_from_png_bytes(blobs: list[bytes]) -> list[Image.Image]:

@@ -43,8 +43,9 @@ class FinetuneSettings:
             if self.epochs < 1:
                 raise ModelError(f"epochs {self.epochs} must be >= 1")
             return self.epochs
-        # About 3,000 line presentations, between 4 and 30 passes.
-        return int(min(30, max(4, round(3000 / max(lines, 1)))))
+        # About 1,600 line presentations, between 4 and 30 passes: 200 lines → 8 epochs, which measured best
+        # (Adab: CER_norm 0.0179 after 8 epochs in 66 s vs 0.0186 after 17 in 488 s).
+        return int(min(30, max(4, round(1600 / max(lines, 1)))))
 
 
 @dataclass

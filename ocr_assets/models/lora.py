@@ -37,7 +37,9 @@ def lora_config(settings: LoraSettings, targets: Sequence[str]) -> LoraConfig:
     )
 
 
-def apply_lora(model: torch.nn.Module, settings: LoraSettings, default_targets: Sequence[str] | None = None) -> PeftModel:
+def apply_lora(
+    model: torch.nn.Module, settings: LoraSettings, default_targets: Sequence[str] | None = None
+) -> PeftModel:
     """Wrap `model` in LoRA adapters; only adapter (and modules_to_save) weights stay trainable."""
     targets = settings.target_modules or default_targets or getattr(model, "default_lora_targets", None)
     if not targets:
@@ -48,7 +50,9 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings, default_targets: 
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in targets if t not in names]
     if missing:
-        raise ModelError(f"LoRA targets {missing} name no module of {type(model).__name__}; its modules include {sorted(names)[:20]}")
+        raise ModelError(
+            f"LoRA targets {missing} name no module of {type(model).__name__}; its modules include {sorted(names)[:20]}"
+        )
     return get_peft_model(model, lora_config(settings, targets))
 
 
@@ -100,7 +104,9 @@ def merge_and_save(model: PeftModel, path: str | Path, dtype: str | None = "floa
     Returns the merged model in its working precision; only the saved copy is cast.
     """
     if not isinstance(model, PeftModel):
-        raise ModelError(f"merge_and_save needs a peft model (from apply_lora or load_adapters); got {type(model).__name__}")
+        raise ModelError(
+            f"merge_and_save needs a peft model (from apply_lora or load_adapters); got {type(model).__name__}"
+        )
     if dtype not in (None, "float16", "bfloat16", "float32"):
         raise ModelError(f"dtype {dtype!r} is not one of float16, bfloat16, float32 or None (keep as is)")
     merged = model.merge_and_unload()

@@ -43,7 +43,9 @@ class CompactOCRConfig(PretrainedConfig):
     def _check(self) -> None:
         bad = [ch for ch in self.alphabet if not isinstance(ch, str) or len(ch) != 1]
         if bad:
-            raise ValueError(f"alphabet entries must be single code points; got {bad[:5]!r}; build it with Codec.from_texts")
+            raise ValueError(
+                f"alphabet entries must be single code points; got {bad[:5]!r}; build it with Codec.from_texts"
+            )
         if len(set(self.alphabet)) != len(self.alphabet):
             dupes = sorted({ch for ch in self.alphabet if self.alphabet.count(ch) > 1})
             raise ValueError(f"alphabet has duplicates {dupes!r}; each character needs exactly one label")
@@ -53,9 +55,10 @@ class CompactOCRConfig(PretrainedConfig):
                 "must have one entry per conv layer"
             )
         if self.input_height % self.height_reduction:
+            fits = self.height_reduction * max(1, self.input_height // self.height_reduction)
             raise ValueError(
                 f"input_height {self.input_height} must be divisible by the conv height strides' product "
-                f"{self.height_reduction}; pick e.g. {self.height_reduction * (self.input_height // self.height_reduction)}"
+                f"{self.height_reduction}; pick e.g. {fits}"
             )
         if self.frame_split < 1 or self.width_reduction % self.frame_split:
             raise ValueError(

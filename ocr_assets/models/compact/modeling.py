@@ -25,6 +25,8 @@ from ocr_assets.models.compact.config import BLANK_ID, CompactOCRConfig
 # What LoRA adapts by default (peft matches these as name suffixes): the encoder's Linear layers and the
 # projection from conv features, so a new book's typeface can shift what the encoder sees.
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "input_proj"]
+# Arguments trainers and peft pass to every model; accepted and ignored (anything else is a caller's mistake).
+TOLERATED_KWARGS = {"num_items_in_batch", "return_dict", "output_attentions", "output_hidden_states", "use_cache"}
 
 
 @dataclass
@@ -195,6 +197,12 @@ class CompactOCRModel(PreTrainedModel):
         widths: true pixel width of each line (default: all full width). labels: (batch, max_labels) label ids in
         logical order, padded with 0 or -100; label_lengths defaults to the count of ids > 0.
         """
+        unknown = set(kwargs) - TOLERATED_KWARGS
+        if unknown:
+            raise TypeError(
+                f"CompactOCRModel.forward got unexpected arguments {sorted(unknown)}; it takes pixel_values, "
+                "widths, labels, label_lengths"
+            )
         if pixel_values.dim() == 3:
             pixel_values = pixel_values.unsqueeze(1)
         if not pixel_values.is_floating_point():  # uint8 lines from prepare_line: scaled here, on the device
@@ -255,7 +263,9 @@ class CompactOCRModel(PreTrainedModel):
         if not added:
             return []
         old = self.classifier
-        grown = nn.Linear(old.in_features, old.out_features + len(added), device=old.weight.device, dtype=old.weight.dtype)
+        grown = nn.Linear(
+            old.in_features, old.out_features + len(added), device=old.weight.device, dtype=old.weight.dtype
+        )
         with torch.no_grad():
             grown.weight[: old.out_features] = old.weight
             grown.weight[old.out_features :] = 0.0

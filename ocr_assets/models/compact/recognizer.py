@@ -27,7 +27,8 @@ CPU_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 MAX_WIDTH_PER_HEIGHT = 100  # a line 100x longer than tall is squeezed to that, so one bad crop cannot eat memory
 
 
-def _to_gray(image: Image.Image) -> Image.Image:
+def to_gray(image: Image.Image) -> Image.Image:
+    """8-bit grayscale; transparency composited on white, 16/32-bit scans scaled from their own range."""
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -73,7 +74,7 @@ def _ink_lut(histogram: list[int]) -> list[int]:
 
 def prepare_line(source: Image.Image | bytes | str | Path, height: int) -> np.ndarray:
     """(height, width) uint8 array, ink = 255 on background 0, aspect ratio kept (the model scales it to 0..1)."""
-    image = _to_gray(open_image(source))
+    image = to_gray(open_image(source))
     w, h = image.size
     if w < 1 or h < 1:
         raise ValueError(f"image is {w}x{h} pixels; a line image needs at least 1x1")
@@ -260,7 +261,11 @@ class CompactRecognizer(Recognizer):
         """
         if batch_size < 1:
             raise ModelError(f"batch_size {batch_size} must be >= 1")
-        threads = self.prep_threads if self.prep_threads is not None else (min(8, os.cpu_count() or 1) if self.device != "cpu" else 0)
+        threads = (
+            self.prep_threads
+            if self.prep_threads is not None
+            else (min(8, os.cpu_count() or 1) if self.device != "cpu" else 0)
+        )
         pool = ThreadPoolExecutor(threads) if threads > 1 else None
         results: list[Recognition] = []
         try:

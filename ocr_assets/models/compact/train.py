@@ -20,7 +20,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,7 +37,7 @@ from ocr_assets.models.base import ModelError, TrainConfig, resolve_device
 from ocr_assets.models.compact.codec import Codec, CodecStats
 from ocr_assets.models.compact.config import CompactOCRConfig
 from ocr_assets.models.compact.modeling import CompactOCRModel
-from ocr_assets.models.compact.recognizer import collate_lines, greedy_decode, open_image, prepare_line
+from ocr_assets.models.compact.recognizer import collate_lines, greedy_decode, open_image, prepare_line, to_gray
 from ocr_assets.text import normalize
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,9 @@ def load_samples(samples: Samples) -> tuple[Sequence, list[str], list[int] | Non
         files = [f for p in paths for f in (sorted(p.glob("*.parquet")) if p.is_dir() else [p])]
         missing = [str(f) for f in files if not f.is_file()]
         if missing or not files:
-            raise ModelError(f"no Parquet files at {missing or [str(p) for p in paths]}; pass files or folders of *.parquet")
+            raise ModelError(
+                f"no Parquet files at {missing or [str(p) for p in paths]}; pass files or folders of *.parquet"
+            )
         tables = []
         for f in files:
             names = set(pq.read_schema(f).names)
@@ -119,9 +121,16 @@ def load_samples(samples: Samples) -> tuple[Sequence, list[str], list[int] | Non
         samples = pa.concat_tables(tables, promote_options="default")
     if isinstance(samples, pa.Table):
         if not {"image", "text"} <= set(samples.column_names):
-            raise ModelError(f"table columns {samples.column_names} lack 'image' and/or 'text'; use the PAIR_SCHEMA names")
+            raise ModelError(
+                f"table columns {samples.column_names} lack 'image' and/or 'text'; use the PAIR_SCHEMA names"
+            )
         size = {c: samples.column(c).to_pylist() for c in ("width", "height") if c in samples.column_names}
-        return _Column(samples.column("image")), samples.column("text").to_pylist(), size.get("width"), size.get("height")
+        return (
+            _Column(samples.column("image")),
+            samples.column("text").to_pylist(),
+            size.get("width"),
+            size.get("height"),
+        )
     images, texts = [], []
     for image, text in samples:
         images.append(image)
@@ -139,28 +148,39 @@ def _image_size(image) -> tuple[int, int]:
         return probe.size
 
 
-def augment_line(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Light scan degradations: margins, width scale, blur, ink spread or erosion."""
-    image = image.convert("L")
+def augment_line(image: Image.Image, rng: np.random.Generator, height: int) -> Image.Image:
+    """Light scan degradations (margins, width scale, blur, ink spread or erosion) for a model of this height.
+
+    Works at twice the model's height, not the scan's: as strong relative to the glyphs, a fraction of the cost.
+    """
+    image = to_gray(image)
     w, h = image.size
-    top, bottom = (int(rng.integers(-h // 10, h // 8 + 1)) for _ in range(2))
-    canvas = Image.new("L", (w, max(4, h + top + bottom)), 255)
+    work_h = min(h, 2 * height)
+    new_w = max(4, round(w * work_h / h * rng.uniform(0.85, 1.15)))
+    image = image.resize((new_w, work_h), Image.BILINEAR)
+    top, bottom = (int(rng.integers(-work_h // 10, work_h // 8 + 1)) for _ in range(2))
+    canvas = Image.new("L", (new_w, max(4, work_h + top + bottom)), 255)
     canvas.paste(image, (0, top))
-    image = canvas.resize((max(4, int(w * rng.uniform(0.85, 1.15))), canvas.height), Image.BILINEAR)
     if rng.random() < 0.3:
-        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2))))
+        canvas = canvas.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2))))
     if rng.random() < 0.15:
-        image = image.filter(ImageFilter.MinFilter(3))  # ink spread (dark ink on light paper)
+        canvas = canvas.filter(ImageFilter.MinFilter(3))  # ink spread (dark ink on light paper)
     elif rng.random() < 0.15:
-        image = image.filter(ImageFilter.MaxFilter(3))  # thin, broken strokes
-    return image
+        canvas = canvas.filter(ImageFilter.MaxFilter(3))  # thin, broken strokes
+    return canvas
 
 
 class LineDataset(Dataset):
     """Prepared line arrays + label ids; items are addressed as (index, epoch) so augmentation is reproducible."""
 
     def __init__(
-        self, images: Sequence, labels: list[list[int]], widths: Sequence[int], height: int, augment: bool = False, seed: int = 0
+        self,
+        images: Sequence,
+        labels: list[list[int]],
+        widths: Sequence[int],
+        height: int,
+        augment: bool = False,
+        seed: int = 0,
     ):
         self.images, self.labels, self.widths = images, labels, widths  # widths: after resizing to `height`
         self.height, self.augment, self.seed = height, augment, seed
@@ -173,7 +193,7 @@ class LineDataset(Dataset):
         image = self.images[index]
         if self.augment:
             rng = np.random.default_rng([self.seed, epoch, index])
-            array = prepare_line(augment_line(open_image(image), rng), self.height)
+            array = prepare_line(augment_line(open_image(image), rng, self.height), self.height)
             if rng.random() < 0.3:  # sensor noise, after the contrast stretch so it survives it
                 noise = rng.normal(0, rng.uniform(5, 25), array.shape)
                 array = np.clip(array + noise, 0, 255).astype(np.uint8)
@@ -194,7 +214,9 @@ def collate_batch(items: list[tuple[np.ndarray, list[int]]]) -> dict[str, torch.
 class BucketBatchSampler:
     """Shuffled batches of similar-width lines; a DistributedSampler shards them across ranks (1 rank: all)."""
 
-    def __init__(self, sampler: DistributedSampler, widths: Sequence[float], batch_size: int, bucket_batches: int, seed: int):
+    def __init__(
+        self, sampler: DistributedSampler, widths: Sequence[float], batch_size: int, bucket_batches: int, seed: int
+    ):
         self.sampler, self.widths, self.batch_size = sampler, widths, batch_size
         self.bucket, self.seed, self.epoch, self.start = batch_size * bucket_batches, seed, 0, 0
 
@@ -341,8 +363,13 @@ def _amp_dtype(option: str, device: str) -> torch.dtype | None:
 
 
 def evaluate_cer(
-    model: torch.nn.Module, dataset: LineDataset, texts: Sequence[str], codec: Codec, device: str,
-    batch_size: int = 64, amp: torch.dtype | None = None,
+    model: torch.nn.Module,
+    dataset: LineDataset,
+    texts: Sequence[str],
+    codec: Codec,
+    device: str,
+    batch_size: int = 64,
+    amp: torch.dtype | None = None,
 ) -> dict:
     """Greedy-decode the dataset and score it: cer and cer_norm (ocr_assets.metrics), lines."""
     was_training = model.training
@@ -394,7 +421,9 @@ def _edit_distance(a: str, b: str) -> int:
 # ---- training -----------------------------------------------------------------------------------------------
 
 
-def _encode_all(codec: Codec, texts: Sequence[str], frames: Sequence[int]) -> tuple[list[int], list[list[int]], CodecStats, int]:
+def _encode_all(
+    codec: Codec, texts: Sequence[str], frames: Sequence[int]
+) -> tuple[list[int], list[list[int]], CodecStats, int]:
     """Keep lines CTC can align (labels + repeats <= frames); return kept indices, labels, stats, skipped count."""
     stats, keep, labels, skipped = CodecStats(), [], [], 0
     for i, text in enumerate(texts):
@@ -419,14 +448,18 @@ class _Subset:
         return self.items[self.keep[i]]
 
 
-def _prepare_split(samples: Samples, codec: Codec, config: CompactOCRConfig, augment: bool, seed: int, limit: int | None = None):
+def _prepare_split(
+    samples: Samples, codec: Codec, config: CompactOCRConfig, augment: bool, seed: int, limit: int | None = None
+):
     images, texts, widths, heights = load_samples(samples)
     if limit is not None:
         images, texts = _Subset(images, list(range(min(limit, len(texts))))), texts[:limit]
         widths, heights = (widths[:limit] if widths else None), (heights[:limit] if heights else None)
-    if widths is None or heights is None:
-        sizes = [_image_size(images[i]) for i in range(len(texts))]
-        widths, heights = [w for w, _ in sizes], [h for _, h in sizes]
+    # Sizes from width/height columns where a shard has them (PAIR_SCHEMA), else from the image header.
+    widths, heights = list(widths or [None] * len(texts)), list(heights or [None] * len(texts))
+    for i in range(len(texts)):
+        if widths[i] is None or heights[i] is None:
+            widths[i], heights[i] = _image_size(images[i])
     scaled = [max(1, round(w * config.input_height / max(h, 1))) for w, h in zip(widths, heights)]
     frames = [math.ceil(w / config.width_reduction) * config.frame_split for w in scaled]
     keep, labels, stats, skipped = _encode_all(codec, texts, frames)
@@ -485,10 +518,14 @@ def train_compact(
     if skipped and ctx.main:
         logger.warning("%d training lines left out: more labels than CTC frames for their width", skipped)
     if stats.unknown_chars and ctx.main:
-        logger.warning("%d characters have no label (mapped to <unk>): %s", stats.unknown_chars, stats.as_dict(10)["unknown_top"])
+        logger.warning(
+            "%d characters have no label (mapped to <unk>): %s", stats.unknown_chars, stats.as_dict(10)["unknown_top"]
+        )
     val = None
     if val_samples is not None and ctx.main:
-        val_set, val_texts, _, _ = _prepare_split(val_samples, codec, base.config, False, config.seed, options.val_max_lines)
+        val_set, val_texts, _, _ = _prepare_split(
+            val_samples, codec, base.config, False, config.seed, options.val_max_lines
+        )
         val = (val_set, val_texts) if len(val_set) else None
 
     model.to(device)
@@ -503,7 +540,9 @@ def train_compact(
     batches = BucketBatchSampler(sampler, train_set.widths, config.batch_size, options.bucket_batches, config.seed)
     per_epoch = len(batches)
     total = per_epoch * config.epochs if config.max_steps is None else min(per_epoch * config.epochs, config.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, options.warmup_fraction, options.min_lr_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _schedule(total, options.warmup_fraction, options.min_lr_ratio)
+    )
 
     step = start_epoch = start_batch = 0
     history: list[dict] = []
@@ -525,7 +564,9 @@ def train_compact(
 
     runner = model
     if ctx.world > 1:
-        runner = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
+        runner = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.startswith("cuda") else None
+        )
     amp = _amp_dtype(options.amp, device)
     loader = DataLoader(
         train_set,
@@ -542,11 +583,21 @@ def train_compact(
 
     def checkpoint(epoch: int, batch_in_epoch: int) -> None:
         if ckpt_dir is not None and ctx.main:
-            _save_checkpoint(ckpt_dir, model, {
-                "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "batches_per_epoch": per_epoch,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                "history": json.dumps(history), "best_val_cer": best_cer,
-            })
+            _save_checkpoint(
+                ckpt_dir,
+                model,
+                {
+                    "step": step,
+                    "epoch": epoch,
+                    "batch_in_epoch": batch_in_epoch,
+                    "batches_per_epoch": per_epoch,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(),
+                    "history": json.dumps(history),
+                    "best_val_cer": best_cer,
+                },
+            )
         _barrier(ctx)
 
     stopped = config.max_steps is not None and step >= config.max_steps
@@ -577,7 +628,14 @@ def train_compact(
             seen += len(batch["widths"]) * ctx.world
             if ctx.main and options.log_every and step % options.log_every == 0:
                 rate = seen / (time.perf_counter() - t0)
-                logger.info("step %d epoch %d loss %.4f lr %.2e %.1f samples/s", step, epoch, float(loss_sum) / max(loss_n, 1), scheduler.get_last_lr()[0], rate)
+                logger.info(
+                    "step %d epoch %d loss %.4f lr %.2e %.1f samples/s",
+                    step,
+                    epoch,
+                    float(loss_sum) / max(loss_n, 1),
+                    scheduler.get_last_lr()[0],
+                    rate,
+                )
             stopped = config.max_steps is not None and step >= config.max_steps
             if stopped or (config.checkpoint_every and step % config.checkpoint_every == 0):
                 checkpoint(epoch, done_in_epoch)
@@ -586,8 +644,14 @@ def train_compact(
         if stopped and done_in_epoch < per_epoch:
             break
         seconds = time.perf_counter() - t0
-        metrics = {"epoch": epoch, "step": step, "train_loss": float(loss_sum) / max(loss_n, 1), "lr": scheduler.get_last_lr()[0],
-                   "samples_per_s": seen / max(seconds, 1e-9), "seconds": seconds}
+        metrics = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": float(loss_sum) / max(loss_n, 1),
+            "lr": scheduler.get_last_lr()[0],
+            "samples_per_s": seen / max(seconds, 1e-9),
+            "seconds": seconds,
+        }
         if val is not None:
             scores = evaluate_cer(model, val[0], val[1], codec, device, options.val_batch_size, amp)
             metrics.update(val_cer=scores["cer"], val_cer_norm=scores["cer_norm"], val_lines=scores["lines"])
@@ -607,12 +671,25 @@ def train_compact(
 
     if options.keep_best and best_state is not None:
         model.load_state_dict(best_state)
-    elif options.keep_best and best_cer is not None and ckpt_dir is not None and (ckpt_dir / "best" / "model.safetensors").is_file():
+    elif (
+        options.keep_best
+        and best_cer is not None
+        and ckpt_dir is not None
+        and (ckpt_dir / "best" / "model.safetensors").is_file()
+    ):
         load_model(model, str(ckpt_dir / "best" / "model.safetensors"), device=str(device))  # best came before a resume
     model.eval()
     return TrainResult(
-        model=model, codec=codec, history=history, steps=step, resumed_from_step=resumed, codec_stats=stats,
-        skipped_too_long=skipped, skipped_updates=skipped_updates, best_val_cer=best_cer, checkpoint_dir=ckpt_dir,
+        model=model,
+        codec=codec,
+        history=history,
+        steps=step,
+        resumed_from_step=resumed,
+        codec_stats=stats,
+        skipped_too_long=skipped,
+        skipped_updates=skipped_updates,
+        best_val_cer=best_cer,
+        checkpoint_dir=ckpt_dir,
     )
 
 
@@ -655,12 +732,21 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-        max_steps=args.max_steps, seed=args.seed, device=args.device, checkpoint_dir=str(out / "checkpoints"),
-        checkpoint_every=args.checkpoint_every, num_workers=args.num_workers,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        device=args.device,
+        checkpoint_dir=str(out / "checkpoints"),
+        checkpoint_every=args.checkpoint_every,
+        num_workers=args.num_workers,
     )
     options = CompactTrainOptions(
-        model_config=json.loads(args.model_config), augment=args.augment, val_max_lines=args.val_max_lines,
+        model_config=json.loads(args.model_config),
+        augment=args.augment,
+        val_max_lines=args.val_max_lines,
         log_every=args.log_every,
     )
     model = None
