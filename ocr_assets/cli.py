@@ -87,6 +87,17 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_pretrain(args) -> int:
+    from ocr_assets.pretrain import pretrain
+
+    info = pretrain(Path(args.out), synthetic_lines=args.synthetic, seed=args.seed, gt_folders=tuple(args.gt),
+                    real_repeat=args.real_repeat, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                    init=args.init, device=args.device, model_config=json.loads(args.model_config),
+                    log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(info, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocr-assets", description="OCR of classical Arabic print: validate, recognize, evaluate, finetune.")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -121,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("pretrain", help="pretrain a compact recognizer on synthetic lines (+ GT folders); for multi-GPU "
+                       "use torchrun -m ocr_assets.models.compact.train")
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--synthetic", type=int, default=20000, help="synthetic lines to render (held-out fonts excluded)")
+    p.add_argument("--gt", action="append", default=[], help="a ground-truth folder of real lines (repeatable)")
+    p.add_argument("--real-repeat", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--init", default=None, help="start from this model instead of from scratch")
+    p.add_argument("--model-config", default="{}", help="JSON overrides of CompactOCRConfig (from scratch only)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_pretrain)
     return parser
 
 

@@ -10,7 +10,7 @@ with warnings.catch_warnings():
 
 from ocr_assets.assets.evaluation import cross_validation, evaluation_report
 from ocr_assets.assets.ingest import ingest_assets, ingest_checks
-from ocr_assets.assets.training import base_model, baseline_evaluation, lora_adapters, merged_model
+from ocr_assets.assets.training import base_model, baseline_evaluation, lora_adapters, merged_model, pretrained_model
 from ocr_assets.resources import build_resources, load_profile
 
 training_assets = [base_model, baseline_evaluation, lora_adapters, merged_model, evaluation_report]
@@ -33,6 +33,12 @@ main_job = dg.define_asset_job(
     hooks={end_mlflow_on_run_finished},
     description="The embedded default end to end: ingest, fine-tune, evaluate, register.",
 )
+pretrain_job = dg.define_asset_job(
+    "pretrain_job",
+    selection=dg.AssetSelection.assets(pretrained_model),
+    hooks={end_mlflow_on_run_finished},
+    description="Pretrain the compact recognizer on synthetic + real lines (GPU; `base_model` can then point at it).",
+)
 cross_validation_job = dg.define_asset_job(
     "cross_validation_job",
     selection=dg.AssetSelection.assets(cross_validation),
@@ -45,9 +51,9 @@ def build_defs(profile_name: str | None = None) -> dg.Definitions:
     profile = load_profile(profile_name)
     executor = dg.in_process_executor if profile.get("executor") == "in_process" else dg.multiprocess_executor
     return dg.Definitions(
-        assets=[*ingest_assets, *training_assets, cross_validation],
+        assets=[*ingest_assets, *training_assets, cross_validation, pretrained_model],
         asset_checks=[*ingest_checks],
-        jobs=[ingest_job, training_job, main_job, cross_validation_job],
+        jobs=[ingest_job, training_job, main_job, cross_validation_job, pretrain_job],
         resources=build_resources(profile),
         executor=executor,
     )

@@ -80,3 +80,15 @@ def test_help_lists_every_verb():
     done = cli("--help")
     for verb in ("validate", "recognize", "evaluate", "finetune"):
         assert verb in done.stdout
+
+
+def test_pretrain_renders_trains_and_writes_a_usable_model(tmp_path, gt_dir):
+    small = json.dumps({"hidden_size": 64, "num_layers": 1, "ffn_size": 128, "conv_channels": [8, 16, 16, 32, 32]})
+    done = cli("pretrain", "--out", tmp_path / "pre", "--synthetic", 24, "--gt", gt_dir, "--epochs", 1, "--batch-size", 8,
+               "--model-config", small, "--device", "cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    assert info["synthetic_lines"] == 24 and info["real_lines"] == 2
+    assert (tmp_path / "pre" / "config.json").is_file()
+    out = cli("evaluate", gt_dir, "--model", tmp_path / "pre", "--device", "cpu")
+    assert out.returncode == 0 and json.loads(out.stdout)["lines"] == 2

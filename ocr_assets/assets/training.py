@@ -190,3 +190,31 @@ def merged_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     training.merge_adapters(upstream_path(context, "base_model"), upstream_path(context, "lora_adapters"), out)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out)), "size_mb": round(size / 2**20, 2)})
+
+
+class PretrainConfig(dg.Config):
+    """Pretraining mix of the compact recognizer (ocr_assets.pretrain.pretrain; same names as the CLI)."""
+
+    synthetic_lines: int = 20000
+    seed: int = 1
+    gt_folders: list[str] = []
+    real_repeat: int = 3
+    epochs: int = 8
+    batch_size: int = 64
+    learning_rate: float = 1.5e-3
+    init: Optional[str] = None
+    model_config: dict = {}
+
+
+@dg.asset(group_name="pretraining", kinds={"pytorch"}, pool="gpu", required_resource_keys={"compute", "mlflow"})
+def pretrained_model(context: dg.AssetExecutionContext, config: PretrainConfig) -> dg.MaterializeResult:
+    """A compact recognizer pretrained on synthetic classical lines plus any real GT folders given."""
+    from ocr_assets.pretrain import pretrain
+
+    out = run_dir(context, "pretrained")
+    context.resources.mlflow.log_params({f"pretrain_{k}": str(v) for k, v in config.model_dump().items()})
+    info = pretrain(out, synthetic_lines=config.synthetic_lines, seed=config.seed, gt_folders=tuple(config.gt_folders),
+                    real_repeat=config.real_repeat, epochs=config.epochs, batch_size=config.batch_size,
+                    learning_rate=config.learning_rate, init=config.init, device=context.resources.compute.device,
+                    model_config=config.model_config, log=context.log.info)
+    return dg.MaterializeResult(metadata={**{k: v for k, v in info.items() if k != "path"}, "path": dg.MetadataValue.path(str(out))})
