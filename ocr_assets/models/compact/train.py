@@ -203,7 +203,9 @@ class LineDataset(Dataset):
 
 
 def collate_batch(items: list[tuple[np.ndarray, list[int]]]) -> dict[str, torch.Tensor]:
-    pixels, widths = collate_lines([a for a, _ in items])
+    # Widths rounded up to 256 px: fewer distinct tensor sizes, so the allocator reuses blocks instead of
+    # fragmenting (peak RSS of a CPU fine-tune grew with every epoch at 8 px steps).
+    pixels, widths = collate_lines([a for a, _ in items], multiple=256)
     lengths = torch.tensor([len(lab) for _, lab in items], dtype=torch.long)
     labels = torch.zeros((len(items), max(1, int(lengths.max()))), dtype=torch.long)
     for i, (_, lab) in enumerate(items):
