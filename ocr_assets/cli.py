@@ -87,6 +87,31 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_pages(args) -> int:
+    from ocr_assets.data.images import decode_line_image
+    from ocr_assets.models.loading import load_recognizer
+    from ocr_assets.ocr import find_images
+    from ocr_assets.pages.ocr import ocr_page, write_page
+
+    root = Path(args.pages_dir)
+    if not root.is_dir():
+        return _fail(f"PAGES_DIR {str(root)!r} is not a directory")
+    recognizer = load_recognizer(args.model, device=args.device)
+    failed = 0
+    for path in find_images(root):
+        rel = path.relative_to(root)
+        try:
+            page = decode_line_image(path.read_bytes())
+        except Exception as exc:  # one bad page must not stop the others
+            failed += 1
+            print(f"{rel}: skipped: {exc}", file=sys.stderr)
+            continue
+        result = ocr_page(recognizer, page, rel.name)
+        write_page(result, Path(args.out) / rel.parent, path.stem)
+        print(f"{rel}: {len(result.lines)} lines", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def cmd_pretrain(args) -> int:
     from ocr_assets.pretrain import pretrain
 
@@ -132,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("pages", help="OCR whole printed pages: <stem>.txt, <stem>.page.xml (PAGE 2019), <stem>.alto.xml (ALTO 4)")
+    p.add_argument("pages_dir")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_pages)
 
     p = sub.add_parser("pretrain", help="pretrain a compact recognizer on synthetic lines (+ GT folders); for multi-GPU "
                        "use torchrun -m ocr_assets.models.compact.train")

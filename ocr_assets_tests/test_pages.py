@@ -1,0 +1,67 @@
+"""Page OCR first slice: segmentation of a rendered page, and `ocr-assets pages` outputs (text, PAGE, ALTO)."""
+
+import json
+import subprocess
+import sys
+
+from lxml import etree
+from PIL import Image, ImageOps
+
+from ocr_assets import metrics
+from ocr_assets.pages.export import ALTO_NS, PAGE_NS
+from ocr_assets.pages.segment import segment_lines
+from ocr_assets_tests.test_images import render_line
+
+LINES = ["قال أبو عثمان في كتاب الحيوان", "وَكَذَلِكَ إِنْ تَكَلَّمَ بِلُغَةٍ وَاحِدَةٍ", "حدثنا محمد بن عبد الله سنة ٢٤١",
+         "«فهذا باب من العلم» كما قال", "رضي الله عنه وعن أبيه"]
+
+
+def render_page(lines=LINES, gap=30) -> tuple[Image.Image, list[tuple[int, int]]]:
+    rendered = [render_line(t, size=34) for t in lines]
+    width = max(im.width for im in rendered) + 80
+    height = sum(im.height for im in rendered) + gap * (len(rendered) + 1)
+    page = Image.new("L", (width, height), 255)
+    spans, y = [], gap
+    for im in rendered:
+        page.paste(im, (width - 40 - im.width, y))  # right-aligned, as an Arabic page
+        spans.append((y, y + im.height))
+        y += im.height + gap
+    return page, spans
+
+
+def test_segmentation_finds_each_line_in_order_with_its_marks():
+    page, spans = render_page()
+    boxes = segment_lines(page)
+    assert len(boxes) == len(LINES)
+    for box, (top, bottom) in zip(boxes, spans):
+        ink = ImageOps.invert(page.crop((0, top, page.width, bottom))).getbbox()  # bbox of the dark pixels
+        assert box.y0 <= top + ink[1] and box.y1 >= top + ink[3]  # dots and marks stay inside their line's box
+
+
+def test_blank_page_has_no_lines():
+    assert segment_lines(Image.new("L", (800, 1000), 255)) == []
+
+
+def test_pages_cli_writes_text_page_and_alto(tmp_path):
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    page, _ = render_page()
+    page.save(pages / "p1.png")
+    Image.new("L", (600, 800), 255).save(pages / "blank.png")
+    (pages / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "ocr_assets.cli", "pages", str(pages), "--out", str(out), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "broken.png: skipped" in done.stderr  # reported, others still written
+    text = (out / "p1.txt").read_text(encoding="utf-8").splitlines()
+    assert len(text) == len(LINES)
+    assert metrics.cer_norm(LINES, text) < 0.1
+    page_root = etree.parse(str(out / "p1.page.xml")).getroot()
+    lines = page_root.findall(f".//{{{PAGE_NS}}}TextLine")
+    assert len(lines) == len(LINES) and lines[0].get("readingDirection") == "right-to-left"
+    assert lines[0].find(f"{{{PAGE_NS}}}TextEquiv/{{{PAGE_NS}}}Unicode").text == text[0]
+    alto = etree.parse(str(out / "p1.alto.xml")).getroot()
+    strings = alto.findall(f".//{{{ALTO_NS}}}String")
+    assert [s.get("CONTENT") for s in strings] == text and all(0 <= float(s.get("WC")) <= 1 for s in strings)
+    assert (out / "blank.txt").read_text(encoding="utf-8") == ""
+    assert etree.parse(str(out / "blank.page.xml")).getroot().findall(f".//{{{PAGE_NS}}}TextLine") == []
