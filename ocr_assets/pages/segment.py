@@ -42,6 +42,11 @@ def segment_lines(page: Image.Image, min_gap: int | None = None) -> list[LineBox
     ink = gray < otsu_threshold(gray)
     if ink.mean() < 1e-4:  # blank page: nothing to read
         return []
+    # Frame rules and page borders would join every row into one band: drop columns inked over most of the
+    # page height and rows inked over most of its width before profiling.
+    ink = ink.copy()
+    ink[:, ink.mean(axis=0) > 0.35] = False
+    ink[ink.mean(axis=1) > 0.6, :] = False
     rows = ink.sum(axis=1) > max(1, int(0.002 * ink.shape[1]))
     bands, start = [], None
     for y, on in enumerate(rows):
