@@ -32,6 +32,9 @@ def cmd_validate(args) -> int:
     report = validate_gt_dir(gt_dir)
     Path(args.report).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     print(f"accepted {len(report['accepted'])}, quarantined {len(report['quarantined'])} -> {args.report}", file=sys.stderr)
+    unjudged = [stem for stem, reason in report["quarantined"].items() if reason.startswith("could not judge")]
+    if unjudged:  # the contract: exit 0 only when every file could be judged
+        return _fail(f"{len(unjudged)} files could not be judged (e.g. {unjudged[0]!r}); see the report", 1)
     return 0
 
 
@@ -98,16 +101,20 @@ def cmd_pages(args) -> int:
         return _fail(f"PAGES_DIR {str(root)!r} is not a directory")
     recognizer = load_recognizer(args.model, device=args.device)
     failed = 0
-    for path in find_images(root):
+    paths = find_images(root)
+    stems = [p.relative_to(root).with_suffix("") for p in paths]
+    for path in paths:
         rel = path.relative_to(root)
+        # Two pages that differ only by extension keep their extension in the output names.
+        stem = path.name if stems.count(rel.with_suffix("")) > 1 else path.stem
         try:
             page = decode_line_image(path.read_bytes())
+            result = ocr_page(recognizer, page, rel.name)
+            write_page(result, Path(args.out) / rel.parent, stem)
         except Exception as exc:  # one bad page must not stop the others
             failed += 1
             print(f"{rel}: skipped: {exc}", file=sys.stderr)
             continue
-        result = ocr_page(recognizer, page, rel.name)
-        write_page(result, Path(args.out) / rel.parent, path.stem)
         print(f"{rel}: {len(result.lines)} lines", file=sys.stderr)
     return 1 if failed else 0
 
@@ -206,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ModelError as exc:
         return _fail(str(exc))
+    except OSError as exc:  # unwritable --out / --report, missing parent folder
+        return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
 

@@ -30,6 +30,8 @@ class EvalResult:
             "bleu": round(self.overall.bleu, 3),
             "lines": self.overall.lines,
             "lines_per_s": round(self.lines_per_s, 2),
+            # Lines the recognizer could not read count as empty predictions; say how many there were.
+            "errors": sum(1 for e in self.predictions.column("error").to_pylist() if e),
         }
 
 
@@ -40,12 +42,14 @@ def evaluate_pairs(recognizer: Recognizer, pairs: pa.Table, batch_size: int = 64
     blobs = pairs.column("image").to_pylist()
     hyps: list[str] = []
     confs: list[float] = []
+    errors: list[str | None] = []
     start = time.perf_counter()
     for offset in range(0, len(blobs), 512):
         images = images_from_png_bytes(blobs[offset : offset + 512])
         for r in recognizer.recognize(images, batch_size=batch_size):
             hyps.append(r.text)
             confs.append(float(r.confidence))
+            errors.append(r.error)
     seconds = time.perf_counter() - start
     by_doc = metrics.score_by_group(refs, hyps, docs)
     overall = by_doc.pop("__all__")
@@ -57,6 +61,7 @@ def evaluate_pairs(recognizer: Recognizer, pairs: pa.Table, batch_size: int = 64
             "prediction": hyps,
             "confidence": confs,
             "line_cer": [metrics.line_cer(r, h) for r, h in zip(refs, hyps)],
+            "error": errors,
             "image": pairs.column("image"),
         }
     )

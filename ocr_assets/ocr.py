@@ -25,6 +25,27 @@ def _open(path: Path) -> Image.Image:
     return decode_line_image(path.read_bytes())
 
 
+def _recognize_safely(recognizer: Recognizer, images: list[Image.Image], batch_size: int) -> list:
+    """The recognizer's results, one per image; if the batch fails, image by image with error rows."""
+    from ocr_assets.models.base import Recognition
+
+    if not images:
+        return []
+    try:
+        results = recognizer.recognize(images, batch_size=batch_size)
+        if len(results) == len(images):
+            return results
+    except Exception:  # noqa: BLE001 - fall back to one image at a time below
+        pass
+    out = []
+    for image in images:
+        try:
+            out.append(recognizer.recognize([image], batch_size=1)[0])
+        except Exception as exc:  # noqa: BLE001 - an error row, not a crash
+            out.append(Recognition(text="", confidence=0.0, error=f"{type(exc).__name__}: {exc}"))
+    return out
+
+
 @dataclass
 class Progress:
     done: int
@@ -49,7 +70,7 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int = 64, chun
             except Exception as exc:  # judged per image: report and go on
                 opened.append((path, None, str(exc) or type(exc).__name__))
         good = [im for _, im, _ in opened if im is not None]
-        results = iter(recognizer.recognize(good, batch_size=batch_size) if good else [])
+        results = iter(_recognize_safely(recognizer, good, batch_size))
         for path, im, err in opened:
             row = {"image": path.relative_to(root).as_posix()}
             if im is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +34,8 @@ class OcrPyfuncModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
-        from PIL import Image
+
+        from ocr_assets.data.images import decode_line_image
 
         if "image" not in getattr(model_input, "columns", []):
             raise ValueError("input needs a column 'image' holding base64-encoded line images")
@@ -44,9 +44,8 @@ class OcrPyfuncModel(mlflow.pyfunc.PythonModel):
             try:
                 if not isinstance(value, str) or len(value) > MAX_IMAGE_BASE64_CHARS:
                     raise ValueError(f"image must be a base64 string of at most {MAX_IMAGE_BASE64_CHARS} characters")
-                img = Image.open(io.BytesIO(base64.b64decode(value, validate=True)))
-                img.load()
-                images.append(img)
+                # The same guarded decoder as the CLI: pixel cap before decoding, CMYK/16-bit/alpha handled.
+                images.append(decode_line_image(base64.b64decode(value, validate=True)))
                 errors.append(None)
             except Exception as exc:  # one bad row must not sink the batch
                 images.append(None)

@@ -190,6 +190,11 @@ def finetune_gt_dir(gt_dir: Path, out_dir: Path, base: str | None = None, settin
     from ocr_assets.models.loading import resolve_model_dir
 
     settings = settings or FinetuneSettings()
+    out_dir = out_dir.resolve()
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
+        raise ModelError(f"--out {str(out_dir)!r} exists and is not a model directory; give a new or empty folder")
+    if out_dir == Path(gt_dir).resolve() or out_dir in Path(gt_dir).resolve().parents:
+        raise ModelError(f"--out {str(out_dir)!r} would overwrite the training folder; give another folder")
     start = time.perf_counter()
     pairs, quarantine = validate_lines(iter_gt_folder(gt_dir))
     if pairs.num_rows == 0:

@@ -78,8 +78,33 @@ def test_wrong_model_path_and_alias_give_one_line_errors(gt_dir, tmp_path):
 
 def test_help_lists_every_verb():
     done = cli("--help")
-    for verb in ("validate", "recognize", "evaluate", "finetune"):
+    assert done.returncode == 0
+    for verb in ("validate", "recognize", "evaluate", "finetune", "pages", "pretrain"):
         assert verb in done.stdout
+
+
+def test_finetune_writes_a_model_usable_as_model_and_guards_its_out_folder(gt_dir, model_dir, tmp_path):
+    out = tmp_path / "tuned"
+    done = cli("finetune", gt_dir, "--out", out, "--base", model_dir, "--epochs", 1, "--device", "cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["lines"] == 2 and summary["epochs"] == 1 and summary["model"] == str(out.resolve())
+    assert (out / "config.json").is_file() and (tmp_path / "tuned.adapters" / "adapter_config.json").is_file()
+    scored = cli("evaluate", gt_dir, "--model", out, "--device", "cpu")
+    assert scored.returncode == 0 and json.loads(scored.stdout)["lines"] == 2
+    # An existing folder that is not a model is never overwritten.
+    keep = tmp_path / "precious"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    refused = cli("finetune", gt_dir, "--out", keep, "--base", model_dir, "--epochs", 1, "--device", "cpu")
+    assert refused.returncode == 2 and "not a model directory" in refused.stderr
+    assert (keep / "notes.txt").read_text() == "mine"
+
+
+def test_unwritable_output_is_a_one_line_error(gt_dir, tmp_path):
+    done = cli("validate", gt_dir, "--report", tmp_path / "missing" / "r.json")
+    assert done.returncode == 2 and done.stderr.strip().startswith("ocr-assets: error")
+    assert "Traceback" not in done.stderr
 
 
 def test_pretrain_renders_trains_and_writes_a_usable_model(tmp_path, gt_dir):

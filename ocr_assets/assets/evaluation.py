@@ -89,9 +89,13 @@ def cross_validation(context: dg.AssetExecutionContext, config: CrossValidationC
     out = data_root() / "cross_validation" / context.run_id[:8]
     rows = []
     folds = list(leave_one_document_out(pairs))[: config.max_documents]
+    if len(folds) < 2:
+        raise dg.Failure(f"leave-one-document-out needs at least 2 documents; the splits hold {len(folds)}")
+    out.mkdir(parents=True, exist_ok=True)
     for i, (document, train, test) in enumerate(folds):
         context.log.info(f"fold {i + 1}/{len(folds)}: held-out {document} ({test.num_rows} lines)")
         settings = training.FinetuneSettings(epochs=config.epochs, rank=config.rank, alpha=config.alpha,
+                                             dropout=config.dropout, target_modules=config.target_modules,
                                              learning_rate=config.learning_rate, batch_size=config.batch_size,
                                              device=context.resources.compute.device, seed=config.seed)
         fold_dir = out / f"fold{i}"
