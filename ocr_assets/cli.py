@@ -15,6 +15,17 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+class UsageError(Exception):
+    """A bad argument: reported as one line, exit 2."""
+
+
+def _folder(value: str, name: str) -> Path:
+    path = Path(value)
+    if not path.is_dir():
+        raise UsageError(f"{name} {value!r} is not a directory")
+    return path
+
+
 def _progress(label: str):
     def show(p) -> None:
         rate = p.done / p.seconds if p.seconds else 0.0
@@ -26,9 +37,7 @@ def _progress(label: str):
 def cmd_validate(args) -> int:
     from ocr_assets.data.validation import validate_gt_dir
 
-    gt_dir = Path(args.gt_dir)
-    if not gt_dir.is_dir():
-        return _fail(f"GT_DIR {str(gt_dir)!r} is not a directory")
+    gt_dir = _folder(args.gt_dir, "GT_DIR")
     report = validate_gt_dir(gt_dir)
     Path(args.report).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     print(f"accepted {len(report['accepted'])}, quarantined {len(report['quarantined'])} -> {args.report}", file=sys.stderr)
@@ -42,9 +51,7 @@ def cmd_recognize(args) -> int:
     from ocr_assets.models.loading import load_recognizer
     from ocr_assets.ocr import recognize_dir
 
-    root = Path(args.images_dir)
-    if not root.is_dir():
-        return _fail(f"IMAGES_DIR {str(root)!r} is not a directory")
+    root = _folder(args.images_dir, "IMAGES_DIR")
     recognizer = load_recognizer(args.model, device=args.device)
     n = 0
     with open(args.out, "w", encoding="utf-8") as out:
@@ -61,9 +68,7 @@ def cmd_evaluate(args) -> int:
     from ocr_assets.evaluation import evaluate_pairs
     from ocr_assets.models.loading import load_recognizer
 
-    gt_dir = Path(args.gt_dir)
-    if not gt_dir.is_dir():
-        return _fail(f"GT_DIR {str(gt_dir)!r} is not a directory")
+    gt_dir = _folder(args.gt_dir, "GT_DIR")
     pairs, quarantine = validate_lines(iter_gt_folder(gt_dir))
     if pairs.num_rows == 0:
         return _fail(f"no valid line pairs in {str(gt_dir)!r} ({quarantine.num_rows} quarantined)")
@@ -81,9 +86,7 @@ def cmd_evaluate(args) -> int:
 def cmd_finetune(args) -> int:
     from ocr_assets.training import FinetuneSettings, finetune_gt_dir
 
-    gt_dir = Path(args.train_gt_dir)
-    if not gt_dir.is_dir():
-        return _fail(f"TRAIN_GT_DIR {str(gt_dir)!r} is not a directory")
+    gt_dir = _folder(args.train_gt_dir, "TRAIN_GT_DIR")
     settings = FinetuneSettings(epochs=args.epochs, rank=args.rank, learning_rate=args.lr, device=args.device)
     result = finetune_gt_dir(gt_dir, Path(args.out), base=args.base, settings=settings, log=lambda m: print(m, file=sys.stderr))
     print(json.dumps(result, ensure_ascii=False))
@@ -96,9 +99,7 @@ def cmd_pages(args) -> int:
     from ocr_assets.ocr import find_images
     from ocr_assets.pages.ocr import ocr_page, write_page
 
-    root = Path(args.pages_dir)
-    if not root.is_dir():
-        return _fail(f"PAGES_DIR {str(root)!r} is not a directory")
+    root = _folder(args.pages_dir, "PAGES_DIR")
     recognizer = load_recognizer(args.model, device=args.device)
     failed = 0
     paths = find_images(root)
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except ModelError as exc:
+    except (ModelError, UsageError) as exc:
         return _fail(str(exc))
     except OSError as exc:  # unwritable --out / --report, missing parent folder
         return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))

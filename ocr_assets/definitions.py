@@ -8,9 +8,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # dagster-mlflow's hook factory is marked beta
     from dagster_mlflow import end_mlflow_on_run_finished
 
-from ocr_assets.assets.evaluation import cross_validation, evaluation_report
+from ocr_assets.assets.evaluation import baseline_evaluation, cross_validation, evaluation_report
 from ocr_assets.assets.ingest import ingest_assets, ingest_checks
-from ocr_assets.assets.training import base_model, baseline_evaluation, lora_adapters, merged_model, pretrained_model
+from ocr_assets.assets.training import base_model, lora_adapters, merged_model, pretrained_model
 from ocr_assets.resources import build_resources, load_profile
 
 training_assets = [base_model, baseline_evaluation, lora_adapters, merged_model, evaluation_report]

@@ -10,13 +10,13 @@ from typing import Callable, Iterator
 
 from PIL import Image
 
+from ocr_assets.data.gt_folder import IMAGE_EXTENSIONS
 from ocr_assets.models.base import Recognizer
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
 
 def find_images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _open(path: Path) -> Image.Image:

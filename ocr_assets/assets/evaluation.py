@@ -6,17 +6,45 @@ from pathlib import Path
 import dagster as dg
 
 from ocr_assets.assets.training import (
-    LoraConfig,
-    _evaluate,
-    _save_eval,
-    base_model,
-    baseline_evaluation,
-    merged_model,
     EvaluationConfig,
+    LoraConfig,
+    base_model,
+    merged_model,
     split_pairs,
     upstream_path,
 )
 from ocr_assets.settings import data_root
+
+
+def evaluate_split(model_dir: str | Path, device: str, split: str = "test"):
+    """A model's scores on one split of the validated pairs."""
+    from ocr_assets.evaluation import evaluate_pairs
+    from ocr_assets.models.loading import load_recognizer
+
+    pairs = split_pairs(split)
+    if pairs.num_rows == 0:
+        raise dg.Failure(f"the {split} split is empty; give line_splits more documents or other fractions")
+    return evaluate_pairs(load_recognizer(model_dir, device=device), pairs)
+
+
+def save_evaluation(result, out_dir: Path, name: str) -> Path:
+    """Predictions as Parquet and the summary (per document too) as JSON; returns the JSON path."""
+    import pyarrow.parquet as pq
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(result.predictions, out_dir / f"{name}_predictions.parquet")
+    summary = {**result.summary(), "per_document": {d: s.as_dict() for d, s in result.per_document.items()}}
+    (out_dir / f"{name}.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1))
+    return out_dir / f"{name}.json"
+
+
+@dg.asset(group_name="evaluation", kinds={"pytorch"}, pool="gpu", deps=[base_model], required_resource_keys={"compute", "mlflow"})
+def baseline_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """The base model's scores on the test split, before any fine-tuning."""
+    result = evaluate_split(upstream_path(context, "base_model"), context.resources.compute.device)
+    path = save_evaluation(result, data_root() / "evaluations" / context.run_id[:8], "baseline")
+    context.resources.mlflow.log_metrics({f"baseline_{k}": v for k, v in result.summary().items()})
+    return dg.MaterializeResult(metadata={**result.summary(), "path": dg.MetadataValue.path(str(path))})
 
 
 @dg.asset(group_name="evaluation", kinds={"mlflow"}, pool="gpu", deps=[merged_model, baseline_evaluation],
@@ -29,9 +57,9 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     device = context.resources.compute.device
     merged_dir = upstream_path(context, "merged_model")
     baseline = json.loads(Path(upstream_path(context, "baseline_evaluation")).read_text())
-    result = _evaluate(merged_dir, device)
+    result = evaluate_split(merged_dir, device)
     out = data_root() / "evaluations" / context.run_id[:8]
-    _save_eval(result, out, "finetuned")
+    save_evaluation(result, out, "finetuned")
     files = write_report(result, out, "Fine-tuned model on the test split", baseline=baseline)
     mlflow = context.resources.mlflow
     summary = result.summary()
@@ -46,7 +74,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         champion_score = None
         if champion is not None:
             # Score the current champion now, on this very test split, so the comparison is like for like.
-            champion_score = _evaluate(f"models:/{registry.MODEL_NAME}@{registry.CHAMPION}", device).overall.cer_norm
+            champion_score = evaluate_split(f"models:/{registry.MODEL_NAME}@{registry.CHAMPION}", device).overall.cer_norm
         decision = registry.promote_if_better(version, summary["cer_norm"], champion_score, min_gain=config.min_gain)
         decision_md = f"version {version}: {'promoted to champion' if decision.promoted else 'stays challenger'} — {decision.reason}"
         meta = {"model_version": version, "promoted": decision.promoted, "champion_before": champion or "none"}
@@ -94,10 +122,7 @@ def cross_validation(context: dg.AssetExecutionContext, config: CrossValidationC
     out.mkdir(parents=True, exist_ok=True)
     for i, (document, train, test) in enumerate(folds):
         context.log.info(f"fold {i + 1}/{len(folds)}: held-out {document} ({test.num_rows} lines)")
-        settings = training.FinetuneSettings(epochs=config.epochs, rank=config.rank, alpha=config.alpha,
-                                             dropout=config.dropout, target_modules=config.target_modules,
-                                             learning_rate=config.learning_rate, batch_size=config.batch_size,
-                                             device=context.resources.compute.device, seed=config.seed)
+        settings = config.settings(context.resources.compute.device)
         fold_dir = out / f"fold{i}"
         training.lora_finetune(base_dir, train, None, settings, fold_dir / "adapters")
         training.merge_adapters(base_dir, fold_dir / "adapters", fold_dir / "merged")

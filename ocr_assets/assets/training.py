@@ -33,6 +33,15 @@ class LoraConfig(dg.Config):
     batch_size: int = 16
     seed: int = 0
 
+    def settings(self, device: str, **overrides):
+        """The library's FinetuneSettings with these values (one mapping for every asset that fine-tunes)."""
+        from ocr_assets.training import FinetuneSettings
+
+        values = dict(epochs=self.epochs, rank=self.rank, alpha=self.alpha, dropout=self.dropout,
+                      target_modules=self.target_modules, learning_rate=self.learning_rate,
+                      batch_size=self.batch_size, device=device, seed=self.seed)
+        return FinetuneSettings(**{**values, **overrides})
+
 
 class EvaluationConfig(dg.Config):
     """The promotion gate: the challenger must beat the champion's test CER_norm by at least min_gain."""
@@ -117,48 +126,13 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig) -> dg
     return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out)), "source": source, "parameters": params, **extra})
 
 
-def _evaluate(model_dir: str | Path, device: str, split: str = "test"):
-    from ocr_assets.evaluation import evaluate_pairs
-    from ocr_assets.models.loading import load_recognizer
-
-    pairs = split_pairs(split)
-    if pairs.num_rows == 0:
-        raise dg.Failure(f"the {split} split is empty; give line_splits more documents or other fractions")
-    return evaluate_pairs(load_recognizer(model_dir, device=device), pairs)
-
-
-def _save_eval(result, out_dir, name: str):
-    import json
-
-    import pyarrow.parquet as pq
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pq.write_table(result.predictions, out_dir / f"{name}_predictions.parquet")
-    summary = {**result.summary(), "per_document": {d: s.as_dict() for d, s in result.per_document.items()}}
-    (out_dir / f"{name}.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1))
-    return out_dir / f"{name}.json"
-
-
-@dg.asset(group_name="evaluation", kinds={"pytorch"}, pool="gpu", deps=[base_model], required_resource_keys={"compute", "mlflow"})
-def baseline_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    """The base model's scores on the test split, before any fine-tuning."""
-    result = _evaluate(upstream_path(context, "base_model"), context.resources.compute.device)
-    path = _save_eval(result, data_root() / "evaluations" / context.run_id[:8], "baseline")
-    context.resources.mlflow.log_metrics({f"baseline_{k}": v for k, v in result.summary().items()})
-    return dg.MaterializeResult(metadata={**result.summary(), "path": dg.MetadataValue.path(str(path))})
-
-
 @dg.asset(group_name="training", kinds={"pytorch", "safetensors"}, pool="gpu", deps=[base_model],
           required_resource_keys={"compute", "mlflow"})
 def lora_adapters(context: dg.AssetExecutionContext, config: LoraConfig) -> dg.MaterializeResult:
     """LoRA adapters (safetensors) trained on the train split, validated on the validation split."""
     from ocr_assets import training
 
-    settings = training.FinetuneSettings(
-        epochs=config.epochs, rank=config.rank, alpha=config.alpha, dropout=config.dropout,
-        target_modules=config.target_modules, learning_rate=config.learning_rate, batch_size=config.batch_size,
-        device=context.resources.compute.device, seed=config.seed,
-    )
+    settings = config.settings(context.resources.compute.device)
     mlflow = context.resources.mlflow
     mlflow.log_params({f"lora_{k}": v for k, v in config.model_dump().items()})
     out = run_dir(context, "adapters")
