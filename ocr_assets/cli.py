@@ -131,6 +131,43 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import signal
+
+    from ocr_assets.serving import ServingError, base_url, check_host, start_server, stop_server, wait_ready
+
+    try:
+        check_host(args.host, args.allow_remote)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    class Stop(Exception):
+        pass
+
+    def on_term(signum, frame):
+        raise Stop
+
+    previous = signal.signal(signal.SIGTERM, on_term)  # a plain `kill` stops the server too, not only Ctrl-C
+    process = None
+    url = base_url(args.host, args.port)
+    try:
+        process = start_server(args.model, args.port, args.host, workers=args.workers, timeout=args.timeout,
+                               allow_remote=args.allow_remote)
+        wait_ready(url, timeout=args.ready_timeout, process=process)
+        print(f"serving {args.model} at {url}/invocations (server pid {process.pid}; Ctrl-C stops)",
+              file=sys.stderr, flush=True)
+        code = process.wait()
+        return _fail(f"the server exited with code {code}", 1) if code else 0
+    except ServingError as exc:
+        return _fail(str(exc), 1)
+    except Stop:
+        return 0
+    finally:
+        if process is not None:
+            stop_server(process)
+        signal.signal(signal.SIGTERM, previous)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocr-assets", description="OCR of classical Arabic print: validate, recognize, evaluate, finetune.")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -187,6 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-config", default="{}", help="JSON overrides of CompactOCRConfig (from scratch only)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("serve", help="REST server (mlflow models serve) for a registered model: POST /invocations "
+                       "with base64 line or page images")
+    p.add_argument("--model", default="models:/ocr-assets-recognizer@champion", help="registry URI or model folder "
+                   "of an MLflow pyfunc (default: the champion)")
+    p.add_argument("--port", type=int, default=5001)
+    p.add_argument("--host", default="127.0.0.1", help="loopback only unless --allow-remote")
+    p.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback interface")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--timeout", type=int, default=None, help="seconds per request before HTTP 504 (MLflow: 60)")
+    p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the model to load")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

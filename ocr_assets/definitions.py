@@ -8,10 +8,12 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # dagster-mlflow's hook factory is marked beta
     from dagster_mlflow import end_mlflow_on_run_finished
 
+from ocr_assets.assets.corpus import corpus_assets, corpus_checks
 from ocr_assets.assets.evaluation import baseline_evaluation, cross_validation, evaluation_report
 from ocr_assets.assets.ingest import ingest_assets, ingest_checks
 from ocr_assets.assets.training import base_model, lora_adapters, merged_model, pretrained_model
 from ocr_assets.resources import build_resources, load_profile
+from ocr_assets.sensors import ocr_scans_job, scan_inbox_sensor
 
 training_assets = [base_model, baseline_evaluation, lora_adapters, merged_model, evaluation_report]
 TRAINING = dg.AssetSelection.assets(*training_assets)
@@ -51,9 +53,10 @@ def build_defs(profile_name: str | None = None) -> dg.Definitions:
     profile = load_profile(profile_name)
     executor = dg.in_process_executor if profile.get("executor") == "in_process" else dg.multiprocess_executor
     return dg.Definitions(
-        assets=[*ingest_assets, *training_assets, cross_validation, pretrained_model],
-        asset_checks=[*ingest_checks],
-        jobs=[ingest_job, training_job, main_job, cross_validation_job, pretrain_job],
+        assets=[*ingest_assets, *training_assets, cross_validation, pretrained_model, *corpus_assets],
+        asset_checks=[*ingest_checks, *corpus_checks],
+        jobs=[ingest_job, training_job, main_job, cross_validation_job, pretrain_job, ocr_scans_job],
+        sensors=[scan_inbox_sensor],
         resources=build_resources(profile),
         executor=executor,
     )

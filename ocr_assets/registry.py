@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,15 +18,61 @@ from ocr_assets.settings import mlflow_uri
 
 MODEL_NAME = "ocr-assets-recognizer"
 CHAMPION, CHALLENGER = "champion", "challenger"
-MAX_IMAGE_BASE64_CHARS = 8_000_000  # ~6 MB of image per row: refuse larger requests
+MAX_IMAGE_BASE64_CHARS = 8_000_000  # ~6 MB of image per row: a larger row gets an error in its row
+# The whole request: MLflow's scoring server (FastAPI on uvicorn) has no body-size setting and buffers the body
+# before the model sees it, so this cap bounds the decoding and OCR work of one request, not the body's memory.
+# Over it the request is refused as a whole (HTTP 400); see ocr_assets/serving.py.
+MAX_REQUEST_BASE64_CHARS = 32_000_000
+KINDS = ("line", "page", "auto")
+# `kind` = auto: an image is a page when it is taller than the tallest line crops the shipped model trained on
+# (30-160 px; a page of body text is several such lines) and not a wide strip (a line image is > 4x as wide as
+# high): height > PAGE_MIN_HEIGHT and height > width / 4. Everything else is read as one line; send
+# kind='page' or 'line' to decide yourself.
+PAGE_MIN_HEIGHT = 160
 
 
 # The pyfunc validates its input itself (column `image`, size cap), so MLflow's type-hint nudge is noise.
 warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
+# An input example would make MLflow load the model and run it at logging time; the signature documents the API.
+warnings.filterwarnings("ignore", message=".*An input example was not provided when logging the model.*")
+
+
+def looks_like_page(width: int, height: int) -> bool:
+    """The `kind=auto` rule: a page when height > PAGE_MIN_HEIGHT px and height > width / 4."""
+    return height > PAGE_MIN_HEIGHT and 4 * height > width
+
+
+def _kind_of(value) -> str:
+    """The requested kind of one row; a missing value (None, NaN, '') means auto."""
+    if value is None or (isinstance(value, float) and value != value) or value == "":
+        return "auto"
+    kind = str(value).strip().lower()
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {value!r}")
+    return kind
+
+
+def serving_signature():
+    """Input `image` (base64, required) and `kind` (optional); output text, confidence, error, lines (JSON)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = Schema([ColSpec("string", "image"), ColSpec("string", "kind", required=False)])
+    outputs = Schema([ColSpec("string", "text"), ColSpec("double", "confidence"),
+                      ColSpec("string", "error", required=False), ColSpec("string", "lines")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 class OcrPyfuncModel(mlflow.pyfunc.PythonModel):
-    """Serving wrapper: a column `image` of base64 line images in, `text` and `confidence` out."""
+    """Serving wrapper: rows of base64 images (`image`) with an optional `kind` (line | page | auto) in;
+    `text`, `confidence`, `error` and `lines` (a JSON list of {box: [x0, y0, x1, y1], text, confidence}) out.
+
+    A line row reads the image as one line (`lines` holds one entry spanning the image, or none on error). A
+    page row is segmented into lines (`ocr_assets.pages.ocr.ocr_page`): `text` is the lines joined by newlines,
+    `confidence` their mean weighted by characters (0 for a page without text). A bad row (not base64, over
+    MAX_IMAGE_BASE64_CHARS, not an image, unknown kind) gets its `error` and never sinks the others; only a
+    request over MAX_REQUEST_BASE64_CHARS in all, or one without an `image` column, is refused as a whole.
+    """
 
     def load_context(self, context):
         from ocr_assets.models.loading import load_recognizer
@@ -35,31 +82,78 @@ class OcrPyfuncModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         import pandas as pd
 
+        if "image" not in getattr(model_input, "columns", []):
+            raise ValueError("input needs a column 'image' holding base64-encoded images (and optionally 'kind')")
+        values = model_input["image"].tolist()
+        kinds = model_input["kind"].tolist() if "kind" in model_input.columns else [None] * len(values)
+        total = sum(len(v) for v in values if isinstance(v, str))
+        if total > MAX_REQUEST_BASE64_CHARS:
+            raise ValueError(f"request too large: {total} base64 characters in all, limit {MAX_REQUEST_BASE64_CHARS}; "
+                             "send fewer images per request")
+        rows: list[dict | None] = [None] * len(values)
+        lines, pages = [], []  # (row index, decoded image)
+        for i, (value, kind) in enumerate(zip(values, kinds)):
+            try:
+                image, kind = self._decode(value, kind)
+            except Exception as exc:  # one bad row must not sink the batch
+                rows[i] = _row("", 0.0, str(exc), [])
+                continue
+            (pages if kind == "page" else lines).append((i, image))
+        if lines:
+            self._read_lines(lines, rows)
+        for i, image in pages:
+            rows[i] = self._read_page(image, f"row-{i}")
+        return pd.DataFrame(rows, columns=["text", "confidence", "error", "lines"])
+
+    @staticmethod
+    def _decode(value, kind):
         from ocr_assets.data.images import decode_line_image
 
-        if "image" not in getattr(model_input, "columns", []):
-            raise ValueError("input needs a column 'image' holding base64-encoded line images")
-        images, errors = [], []
-        for value in model_input["image"].tolist():
-            try:
-                if not isinstance(value, str) or len(value) > MAX_IMAGE_BASE64_CHARS:
-                    raise ValueError(f"image must be a base64 string of at most {MAX_IMAGE_BASE64_CHARS} characters")
-                # The same guarded decoder as the CLI: pixel cap before decoding, CMYK/16-bit/alpha handled.
-                images.append(decode_line_image(base64.b64decode(value, validate=True)))
-                errors.append(None)
-            except Exception as exc:  # one bad row must not sink the batch
-                images.append(None)
-                errors.append(f"unreadable image: {exc}")
-        good = [im for im in images if im is not None]
-        results = iter(self.recognizer.recognize(good) if good else [])
-        rows = []
-        for im, err in zip(images, errors):
-            if im is None:
-                rows.append({"text": "", "confidence": 0.0, "error": err})
-            else:
-                r = next(results)
-                rows.append({"text": r.text, "confidence": float(r.confidence), "error": r.error})
-        return pd.DataFrame(rows)
+        kind = _kind_of(kind)
+        if not isinstance(value, str):
+            raise ValueError(f"image must be a base64 string, got {type(value).__name__}")
+        if len(value) > MAX_IMAGE_BASE64_CHARS:
+            raise ValueError(f"image too large: {len(value)} base64 characters, limit {MAX_IMAGE_BASE64_CHARS}")
+        try:
+            # The same guarded decoder as the CLI: pixel cap before decoding, CMYK/16-bit/alpha handled.
+            image = decode_line_image(base64.b64decode(value, validate=True))
+        except Exception as exc:
+            raise ValueError(f"unreadable image: {exc}") from None
+        if kind == "auto":
+            kind = "page" if looks_like_page(image.width, image.height) else "line"
+        return image, kind
+
+    def _read_lines(self, lines, rows) -> None:
+        try:
+            reads = self.recognizer.recognize([image for _, image in lines])
+        except Exception as exc:  # a failing batch still answers every row
+            for i, _ in lines:
+                rows[i] = _row("", 0.0, f"recognition failed: {exc}", [])
+            return
+        for (i, image), r in zip(lines, reads):
+            entry = [] if r.error else [{"box": [0, 0, image.width, image.height], "text": r.text,
+                                          "confidence": float(r.confidence)}]
+            rows[i] = _row(r.text, float(r.confidence), r.error, entry)
+
+    def _read_page(self, image, name: str) -> dict:
+        from ocr_assets.pages.ocr import ocr_page
+
+        try:
+            result = ocr_page(self.recognizer, image, name)
+        except Exception as exc:
+            return _row("", 0.0, f"page recognition failed: {exc}", [])
+        entries = [{"box": [ln.box.x0, ln.box.y0, ln.box.x1, ln.box.y1], "text": ln.text,
+                    "confidence": float(ln.confidence)} for ln in result.lines]
+        chars = sum(len(ln.text) for ln in result.lines)
+        if chars:
+            confidence = sum(ln.confidence * len(ln.text) for ln in result.lines) / chars
+        else:  # lines found but nothing read (or no lines at all)
+            confidence = sum(ln.confidence for ln in result.lines) / len(result.lines) if result.lines else 0.0
+        return _row("\n".join(ln.text for ln in result.lines), float(confidence), None, entries)
+
+
+def _row(text: str, confidence: float, error: str | None, lines: list[dict]) -> dict:
+    return {"text": text, "confidence": confidence, "error": error, "lines": json.dumps(lines, ensure_ascii=False)}
 
 
 def client() -> MlflowClient:
@@ -75,6 +169,7 @@ def log_and_register(model_dir: Path, metrics: dict[str, float], name: str = MOD
     info = mlflow.pyfunc.log_model(
         name="ocr_model",
         python_model=OcrPyfuncModel(),
+        signature=serving_signature(),
         artifacts={"model_dir": str(model_dir)},
         registered_model_name=name,
         pip_requirements=_pinned_requirements(),

@@ -61,7 +61,15 @@ def test_pages_cli_writes_text_page_and_alto(tmp_path):
     assert len(lines) == len(LINES) and lines[0].get("readingDirection") == "right-to-left"
     assert lines[0].find(f"{{{PAGE_NS}}}TextEquiv/{{{PAGE_NS}}}Unicode").text == text[0]
     alto = etree.parse(str(out / "p1.alto.xml")).getroot()
-    strings = alto.findall(f".//{{{ALTO_NS}}}String")
-    assert [s.get("CONTENT") for s in strings] == text and all(0 <= float(s.get("WC")) <= 1 for s in strings)
+    alto_lines = alto.findall(f".//{{{ALTO_NS}}}TextLine")
+    words = [[s.get("CONTENT") for s in tl.findall(f"{{{ALTO_NS}}}String")] for tl in alto_lines]
+    assert [" ".join(w) for w in words] == text  # one String per word, in reading order
+    assert all(0 <= float(s.get("WC")) <= 1 for s in alto.iter(f"{{{ALTO_NS}}}String"))
+    # Right to left: a line's first word lies right of its second.
+    first = alto_lines[0].findall(f"{{{ALTO_NS}}}String")
+    assert int(first[0].get("HPOS")) > int(first[1].get("HPOS"))
+    records = [json.loads(l) for l in (out / "p1.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in records] == text
+    assert all(len(r["words"]) == len(r["text"].split()) for r in records)
     assert (out / "blank.txt").read_text(encoding="utf-8") == ""
     assert etree.parse(str(out / "blank.page.xml")).getroot().findall(f".//{{{PAGE_NS}}}TextLine") == []

@@ -130,3 +130,23 @@ def encode_png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def decode_frames(data: bytes, *, max_frames: int = 2000, max_pixels: int = MAX_PIXELS) -> list[Image.Image]:
+    """Every frame of a (multi-page) image as 8-bit gray: the pages of a multi-page TIFF, else one image."""
+    img = _open_header(data)
+    frames = []
+    try:
+        count = getattr(img, "n_frames", 1)
+        if count > max_frames:
+            raise ImageRejected(f"{count} pages in one file, above the {max_frames}-page limit; split the file")
+        for index in range(count):
+            img.seek(index)
+            _check_size(img, max_pixels, MIN_SIDE)
+            img.load()
+            frames.append(_to_gray(ImageOps.exif_transpose(img.copy())))
+    except ImageRejected:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:
+        raise ImageRejected(f"image data is truncated or corrupt ({err}); re-export the image") from err
+    return frames

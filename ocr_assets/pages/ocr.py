@@ -1,4 +1,5 @@
-"""Page OCR: segment a printed page into lines, read them, export text / PAGE / ALTO (`ocr-assets pages`)."""
+"""Page OCR: segment printed pages into lines, read the lines of many pages in one batch, export
+text / JSONL / PAGE / ALTO (`ocr-assets pages` and the corpus assets)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,38 @@ from PIL import Image
 
 from ocr_assets.models.base import Recognizer
 from ocr_assets.pages.export import PageLine, PageResult, alto_xml, page_xml
-from ocr_assets.pages.segment import segment_lines
+from ocr_assets.pages.segment import LineBox, segment_lines
+
+OUTPUT_SUFFIXES = (".txt", ".jsonl", ".page.xml", ".alto.xml")
+
+
+def read_pages(recognizer: Recognizer, pages: list[tuple[str, Image.Image, list[LineBox]]],
+               batch_size: int = 64) -> list[PageResult]:
+    """Read the lines of all pages in one recognizer call (keeps a GPU busy across small pages)."""
+    crops = [box.crop(gray) for _, gray, boxes in pages for box in boxes]
+    reads = iter(recognizer.recognize(crops, batch_size=batch_size) if crops else [])
+    results = []
+    for name, gray, boxes in pages:
+        lines = []
+        for box in boxes:
+            r = next(reads)
+            lines.append(PageLine(box, r.text, float(r.confidence), list(r.char_confidences)))
+        results.append(PageResult(name, gray.width, gray.height, lines))
+    return results
 
 
 def ocr_page(recognizer: Recognizer, page: Image.Image, name: str) -> PageResult:
-    """Lines top to bottom; a page with no text gives an empty result, not an error."""
+    """Lines in reading order; a page with no text gives an empty result, not an error."""
     gray = page.convert("L")
-    boxes = segment_lines(gray)
-    reads = recognizer.recognize([b.crop(gray) for b in boxes]) if boxes else []
-    lines = [PageLine(b, r.text, float(r.confidence)) for b, r in zip(boxes, reads)]
-    return PageResult(name, gray.width, gray.height, lines)
+    return read_pages(recognizer, [(name, gray, segment_lines(gray))])[0]
 
 
-def write_page(result: PageResult, out_dir: Path, stem: str) -> list[Path]:
+def write_page(result: PageResult, out_dir: Path, stem: str, **extra) -> list[Path]:
+    """`<stem>.txt`, `.jsonl` (line and word confidences), `.page.xml` (PAGE 2019), `.alto.xml` (ALTO 4)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = [out_dir / f"{stem}.txt", out_dir / f"{stem}.page.xml", out_dir / f"{stem}.alto.xml"]
+    files = [out_dir / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
     files[0].write_text(result.text(), encoding="utf-8")
-    files[1].write_bytes(page_xml(result))
-    files[2].write_bytes(alto_xml(result))
+    files[1].write_text(result.jsonl(**extra), encoding="utf-8")
+    files[2].write_bytes(page_xml(result))
+    files[3].write_bytes(alto_xml(result))
     return files

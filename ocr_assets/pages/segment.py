@@ -15,6 +15,7 @@ class LineBox:
     y0: int
     x1: int
     y1: int
+    role: str = "body"  # header | page-number | body | footnote
 
     def crop(self, page: Image.Image) -> Image.Image:
         return page.crop((self.x0, self.y0, self.x1, self.y1))
@@ -34,7 +35,8 @@ def otsu_threshold(gray: np.ndarray) -> int:
 
 
 def line_pitch(profile: np.ndarray, low: int = 10, high: int = 160) -> int | None:
-    """Baseline-to-baseline distance: the strongest autocorrelation peak of the row ink profile."""
+    """Baseline-to-baseline distance: the strongest autocorrelation peak of the row ink profile after the
+    central lobe (the autocorrelation falls from lag 0 until it leaves a line's own height)."""
     x = profile - profile.mean()
     if len(x) < 2 * low or not x.any():
         return None
@@ -42,7 +44,12 @@ def line_pitch(profile: np.ndarray, low: int = 10, high: int = 160) -> int | Non
     high = min(high, len(ac) - 1)
     if high <= low:
         return None
-    lag = low + int(np.argmax(ac[low:high]))
+    start = low
+    while start < high and ac[start + 1] <= ac[start]:  # still on the central lobe
+        start += 1
+    if start >= high:
+        return None
+    lag = start + int(np.argmax(ac[start:high]))
     return lag if ac[lag] > 0 else None
 
 
@@ -116,7 +123,7 @@ def segment_lines(page: Image.Image, min_gap: int | None = None) -> list[LineBox
         return []
     profile = np.convolve(ink.sum(axis=1).astype(float), np.ones(3) / 3, mode="same")
     heights = sorted(b - a for a, b in bands)
-    pitch = line_pitch(profile) or heights[len(heights) // 2]
+    pitch = line_pitch(profile, high=max(160, len(profile) // 3)) or heights[len(heights) // 2]
     bands = [part for band in bands for part in split_band(band, profile, pitch)]
     merged = merge_marks(bands, pitch, min_gap)
     median = sorted(b - a for a, b in merged)[len(merged) // 2]

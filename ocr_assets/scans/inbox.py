@@ -1,0 +1,161 @@
+"""The scan inbox: list new scans through fsspec, key them by content hash, refuse what is not a scan.
+
+A scan's identity is the SHA-256 of its bytes, so renaming or re-copying a file never makes a new scan and a
+restarted sensor recognises what it has seen. A fingerprint cache (path, size, mtime → digest) spares re-hashing
+unchanged files on every tick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import fsspec
+
+from ocr_assets.settings import data_root
+
+INBOX_ENV = "OCR_ASSETS_INBOX"
+SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf")
+MAX_SCAN_BYTES = 256 * 1024 * 1024  # a 600-dpi A3 colour TIFF is ~100 MB; beyond this it is not a page scan
+KEY_CHARS = 16  # 64 bits of SHA-256: collisions are negligible for any real archive, keys stay readable
+
+
+class InboxError(Exception):
+    """A scan that cannot be taken in; the message gives the reason recorded in quarantine."""
+
+
+@dataclass(frozen=True)
+class Scan:
+    key: str  # content hash prefix: the dynamic partition key
+    path: str  # relative to the inbox, "/"-separated
+    size: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    path: str
+    reason: str
+
+
+def inbox_url() -> str:
+    """$OCR_ASSETS_INBOX (a folder or any fsspec URL), else `inbox/` under the data root (created)."""
+    url = os.environ.get(INBOX_ENV)
+    if url:
+        return url
+    path = data_root() / "inbox"
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def _filesystem(url: str):
+    fs, root = fsspec.core.url_to_fs(url)
+    return fs, root.rstrip("/") or "/"
+
+
+def inside(root: str, relative: str) -> str:
+    """The inbox path of `relative`; refuses absolute paths and `..` that would leave the inbox."""
+    if relative.startswith("/") or "\\" in relative:
+        raise InboxError(f"path {relative!r} escapes the inbox: give a path relative to it")
+    joined = posixpath.normpath(posixpath.join(root, relative))
+    if joined != root and not joined.startswith(root.rstrip("/") + "/"):
+        raise InboxError(f"path {relative!r} escapes the inbox")
+    return joined
+
+
+def _escapes_locally(fs, root: str, path: str) -> bool:
+    """A local symlink (of the file or a folder on its way) that resolves outside the inbox."""
+    if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        return False
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([real_root, os.path.realpath(path)]) != real_root
+
+
+def digest_file(fs, path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def list_scans(url: str, cache: dict | None = None) -> tuple[list[Scan], list[Refusal], dict]:
+    """Every scan in the inbox (one per distinct content), the refused files, and the updated hash cache.
+
+    `cache` maps path → [size, mtime, digest]; files whose size and mtime are unchanged are not re-read.
+    """
+    fs, root = _filesystem(url)
+    cache = dict(cache or {})
+    scans: dict[str, Scan] = {}
+    refused: list[Refusal] = []
+    fresh: dict = {}
+    for path, info in sorted(fs.find(root, detail=True, withdirs=False).items()):
+        rel = posixpath.relpath(path, root)
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue  # hidden files and partial uploads (.name.part) are not scans yet
+        suffix = posixpath.splitext(rel)[1].lower()
+        size = int(info.get("size") or 0)
+        if _escapes_locally(fs, root, path):
+            refused.append(Refusal(rel, "path escapes the inbox (a link to outside it): refused"))
+            continue
+        if suffix not in SCAN_SUFFIXES:
+            refused.append(Refusal(rel, f"not a scan: suffix {suffix or '(none)'!r}; allowed {list(SCAN_SUFFIXES)}"))
+            continue
+        if size == 0:
+            refused.append(Refusal(rel, "empty file (0 bytes)"))
+            continue
+        if size > MAX_SCAN_BYTES:
+            refused.append(Refusal(rel, f"file of {size} bytes exceeds the {MAX_SCAN_BYTES}-byte scan limit"))
+            continue
+        mtime = info.get("mtime") or info.get("LastModified") or info.get("created") or 0
+        mtime = mtime if isinstance(mtime, (int, float)) else str(mtime)
+        cached = cache.get(rel)
+        digest = cached[2] if cached and cached[0] == size and cached[1] == mtime else digest_file(fs, path)
+        fresh[rel] = [size, mtime, digest]
+        key = digest[:KEY_CHARS]
+        scans.setdefault(key, Scan(key, rel, size))  # the same bytes under two names are one scan
+    return sorted(scans.values(), key=lambda s: s.path), refused, fresh
+
+
+def manifest_dir() -> Path:
+    path = data_root() / "scans" / "manifest"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def record_scan(scan: Scan, url: str) -> Path:
+    """Remember where a scan was first seen, so its partition can find the bytes later."""
+    path = manifest_dir() / f"{scan.key}.json"
+    if not path.exists():
+        path.write_text(json.dumps({**asdict(scan), "inbox": url}, ensure_ascii=False))
+    return path
+
+
+def record_refusals(refusals: list[Refusal]) -> Path:
+    """The inbox files refused before partitioning, with reasons (rewritten every tick: the current state)."""
+    path = data_root() / "scans" / "refused.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([asdict(r) for r in refusals], ensure_ascii=False, indent=1))
+    return path
+
+
+def read_scan(key: str) -> tuple[bytes, Scan]:
+    """The bytes of scan `key`: at its recorded path, else found again by content (it was renamed)."""
+    meta_path = manifest_dir() / f"{key}.json"
+    if not meta_path.exists():
+        raise InboxError(f"scan {key!r} has no manifest entry in {meta_path.parent}; the inbox sensor records it")
+    meta = json.loads(meta_path.read_text())
+    fs, root = _filesystem(meta["inbox"])
+    path = inside(root, meta["path"])
+    if fs.exists(path) and not _escapes_locally(fs, root, path):
+        data = fs.cat_file(path)
+        if hashlib.sha256(data).hexdigest().startswith(key):
+            return data, Scan(key, meta["path"], len(data))
+    for scan in list_scans(meta["inbox"])[0]:
+        if scan.key == key:
+            data = fs.cat_file(inside(root, scan.path))
+            return data, scan
+    raise InboxError(f"scan {key!r} (first seen as {meta['path']!r}) is no longer in the inbox {meta['inbox']}")

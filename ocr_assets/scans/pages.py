@@ -1,0 +1,47 @@
+"""Scan bytes → page images: single images, every page of a multi-page TIFF, every page of a PDF."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from ocr_assets.data.images import MAX_PIXELS, ImageRejected, decode_frames
+
+PDF_DPI = 300  # classical print needs ~300 dpi for dots and tashkeel to survive
+MAX_PAGES = 2000
+
+
+def _pdf_pages(data: bytes, dpi: int) -> list[Image.Image]:
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as err:
+        raise ImageRejected(f"PDF cannot be opened ({err}); re-export it") from err
+    try:
+        if len(pdf) > MAX_PAGES:
+            raise ImageRejected(f"PDF has {len(pdf)} pages, above the {MAX_PAGES}-page limit; split it")
+        pages = []
+        for index in range(len(pdf)):
+            page = pdf[index]
+            width, height = page.get_size()  # points (1/72 inch)
+            scale = dpi / 72
+            if width * height * scale * scale > MAX_PIXELS:  # a poster-sized page: render at the pixel cap
+                scale = (MAX_PIXELS / (width * height)) ** 0.5
+            pages.append(page.render(scale=scale, grayscale=True).to_pil().convert("L"))
+            page.close()
+        return pages
+    except pdfium.PdfiumError as err:
+        raise ImageRejected(f"PDF page cannot be rendered ({err})") from err
+    finally:
+        pdf.close()
+
+
+def scan_pages(data: bytes, dpi: int = PDF_DPI) -> list[Image.Image]:
+    """The pages of one scan file as 8-bit gray images, or ImageRejected with a reason for people."""
+    if data[:5] == b"%PDF-":
+        pages = _pdf_pages(data, dpi)
+    else:
+        pages = decode_frames(data, max_frames=MAX_PAGES)
+    if not pages:
+        raise ImageRejected("the file holds no pages")
+    return pages

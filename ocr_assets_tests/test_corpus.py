@@ -1,0 +1,140 @@
+"""The corpus graph end to end: scans dropped into an inbox → sensor → partitions → page_lines / ocr_pages →
+ocr_corpus, on a real Dagster instance with rendered pages (PNG, two-page TIFF, PDF) and bad files."""
+
+import json
+import os
+import shutil
+
+import dagster as dg
+import pytest
+from PIL import Image
+
+from ocr_assets import metrics
+from ocr_assets.pages.schemas import validate_alto_xml, validate_page_xml
+from ocr_assets.scans.inbox import InboxError, inside, list_scans
+from ocr_assets_tests.test_pages import LINES, render_page
+
+OTHER = ["وقال الشافعي في كتاب الأم", "حدثنا أحمد بن حنبل"]
+
+
+@pytest.fixture()
+def inbox(tmp_path, monkeypatch):
+    root, box = tmp_path / "root", tmp_path / "inbox"
+    box.mkdir()
+    monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", str(root))
+    monkeypatch.setenv("OCR_ASSETS_INBOX", str(box))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # no champion: the shipped default reads
+    return box
+
+
+def _fill(box, outside):
+    page, _ = render_page()
+    other, _ = render_page(OTHER)
+    page.save(box / "book1_p1.png")
+    (box / "sub").mkdir()
+    page.save(box / "sub" / "copy of p1.png")  # same bytes under another name: one scan
+    page.save(box / "volume.tif", save_all=True, append_images=[other])  # two-page TIFF
+    other.convert("RGB").save(box / "letter.pdf", resolution=150)  # one-page PDF
+    Image.new("L", (700, 900), 255).save(box / "blank.png")
+    (box / "torn.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a corrupt image
+    (box / "notes.txt").write_text("not a scan")
+    (box / "empty.jpg").write_bytes(b"")
+    (outside / "secret.png").write_bytes((box / "blank.png").read_bytes())
+    os.symlink(outside / "secret.png", box / "link.png")  # escapes the inbox
+    return page
+
+
+def _tick(defs, instance, cursor):
+    """One sensor evaluation applied as the daemon would: partitions added, then the requested runs executed."""
+    sensor = defs.get_sensor_def("scan_inbox_sensor")
+    result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    job = defs.resolve_job_def("ocr_scans_job")
+    for run in result.run_requests or []:
+        assert job.execute_in_process(instance=instance, tags=run.tags).success
+    return result
+
+
+@pytest.mark.timeout(900)
+def test_inbox_to_corpus(inbox, tmp_path):
+    from ocr_assets.definitions import build_defs
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _fill(inbox, outside)
+    defs = build_defs()
+    with dg.instance_for_test() as instance:
+        before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert before.total_requested == 0  # nothing to aggregate yet
+        first = _tick(defs, instance, None)
+        keys = instance.get_dynamic_partitions("scans")
+        assert len(keys) == 5  # p1 (+ its copy), volume.tif, letter.pdf, blank.png, torn.png
+        assert len(first.run_requests) == 1  # one batch
+        refused = {r["path"]: r["reason"] for r in json.loads((tmp_path / "root/scans/refused.json").read_text())}
+        assert set(refused) == {"notes.txt", "empty.jpg", "link.png"}
+        assert "escapes the inbox" in refused["link.png"] and "0 bytes" in refused["empty.jpg"]
+
+        # The corpus follows by declarative automation once every scan is OCR'd.
+        auto = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+        assert auto.total_requested == 1
+        assert dg.materialize([defs.get_assets_def("ocr_corpus")], instance=instance,
+                              resources={}, selection=["ocr_corpus"]).success
+
+        root = tmp_path / "root" / "corpus"
+        summary = json.loads((root / "summary.json").read_text())
+        assert summary["scans"] == 5 and summary["pages"] == 5 and summary["quarantined_scans"] == 1
+        quarantine = json.loads((root / "quarantine.json").read_text())
+        assert quarantine["scans"][0]["path"] == "torn.png" and "not an image" in quarantine["scans"][0]["reason"]
+        rows = [json.loads(l) for l in (root / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+        by_source = {}
+        for r in rows:
+            by_source.setdefault((r["source"], r["page"]), []).append(r["text"])
+            assert 0 <= r["confidence"] <= 1 and all(0 <= w["confidence"] <= 1 for w in r["words"])
+            assert [w["text"] for w in r["words"]] == r["text"].split()
+        p1 = by_source.get(("book1_p1.png", 1)) or by_source[("sub/copy of p1.png", 1)]
+        assert metrics.cer_norm(LINES, p1) < 0.1
+        assert metrics.cer_norm(LINES, by_source[("volume.tif", 1)]) < 0.1
+        assert metrics.cer_norm(OTHER, by_source[("volume.tif", 2)]) < 0.15
+        assert metrics.cer_norm(OTHER, by_source[("letter.pdf", 1)]) < 0.15
+        assert "=== volume.tif · page 2 ===" in (root / "corpus.txt").read_text(encoding="utf-8")
+        review = [json.loads(l) for l in (root / "review.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert review and [r["confidence"] for r in review] == sorted(r["confidence"] for r in review)
+
+        # Every page's PAGE and ALTO is schema-valid; the blank page is an empty page, not a failure.
+        xml = sorted((root / "scans").glob("*/*.xml"))
+        assert len(xml) == 2 * 5
+        for path in xml:
+            errors = (validate_page_xml if path.name.endswith(".page.xml") else validate_alto_xml)(path.read_bytes())
+            assert errors == [], (path.name, errors)
+        blank_key = next(k for k in keys if json.loads((tmp_path / f"root/scans/manifest/{k}.json").read_text())["path"] == "blank.png")
+        assert (root / "scans" / blank_key / "p0001.txt").read_text() == ""
+        check = dg.materialize([defs.get_assets_def("ocr_corpus")], instance=instance, selection=["ocr_corpus"])
+        assert all(e.passed for e in check.get_asset_check_evaluations())
+
+        # A restarted daemon (same cursor), a lost cursor, a rename and a re-copy request nothing new.
+        again = _tick(defs, instance, first.cursor)
+        assert not again.run_requests and "no new scans" in again.skip_message
+        (inbox / "book1_p1.png").rename(inbox / "renamed.png")
+        shutil.copy(inbox / "volume.tif", inbox / "volume again.tif")
+        assert not _tick(defs, instance, None).run_requests
+        assert len(instance.get_dynamic_partitions("scans")) == 5
+
+        # A new scan is one new partition and one run.
+        render_page(OTHER[::-1])[0].save(inbox / "new.png")
+        latest = _tick(defs, instance, first.cursor)
+        assert len(latest.run_requests) == 1 and len(instance.get_dynamic_partitions("scans")) == 6
+
+
+def test_paths_that_leave_the_inbox_are_refused(tmp_path):
+    assert inside("/in", "a/b.png") == "/in/a/b.png"
+    for bad in ("../x.png", "a/../../x.png", "/etc/passwd"):
+        with pytest.raises(InboxError, match="escapes the inbox"):
+            inside("/in", bad)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x.png").write_bytes(b"png")
+    os.symlink(tmp_path / "out", tmp_path / "d" / "linked_dir")  # a linked folder leading outside
+    scans, refused, _ = list_scans(str(tmp_path / "d"))
+    assert scans == [] and [r.path for r in refused] == ["linked_dir"]  # fsspec does not descend the link
+    assert "escapes the inbox" in refused[0].reason
