@@ -14,6 +14,18 @@ from ocr_assets.pages.segment import LineBox, segment_lines
 OUTPUT_SUFFIXES = (".txt", ".jsonl", ".page.xml", ".alto.xml")
 
 
+def refine_role(box: LineBox, text: str) -> None:
+    """Layout alone cannot tell a short running header from a page number; the text can."""
+    if box.role not in ("header", "page-number"):
+        return
+    letters = sum(ch.isalpha() for ch in text)
+    digits = sum(ch.isdigit() for ch in text)  # Arabic-Indic, Persian and Western digits alike
+    if digits and letters == 0:
+        box.role = "page-number"
+    elif box.role == "page-number" and letters >= 2:
+        box.role = "header"
+
+
 def read_pages(recognizer: Recognizer, pages: list[tuple[str, Image.Image, list[LineBox]]],
                batch_size: int = 64) -> list[PageResult]:
     """Read the lines of all pages in one recognizer call (keeps a GPU busy across small pages)."""
@@ -24,6 +36,7 @@ def read_pages(recognizer: Recognizer, pages: list[tuple[str, Image.Image, list[
         lines = []
         for box in boxes:
             r = next(reads)
+            refine_role(box, r.text)
             lines.append(PageLine(box, r.text, float(r.confidence), list(r.char_confidences)))
         results.append(PageResult(name, gray.width, gray.height, lines))
     return results
