@@ -20,15 +20,21 @@ class LineBox:
     role: str = "body"  # header | page-number | body | footnote
     skew: float = 0.0  # degrees the page was turned to straighten it (PIL's counter-clockwise sense)
     inner: tuple[int, int] | None = None  # (width, height) of the straightened line inside this bounding box
+    pad: int = 0  # paper kept around the ink when cropping (the recognizer was trained on lines with a margin)
 
     def crop(self, page: Image.Image) -> Image.Image:
-        """The line's pixels; on a skewed page, the straightened line cut from around its centre."""
+        """The line's pixels with `pad` of paper around them; on a skewed page, the straightened line cut from
+        around its centre."""
+        p = self.pad
+        x0, y0, x1, y1 = self.x0 - p, self.y0 - p, self.x1 + p, self.y1 + p
+        region = Image.new("L", (x1 - x0, y1 - y0), 255)  # paper beyond the page edge, never black
+        inside = page.convert("L").crop((max(0, x0), max(0, y0), min(page.width, x1), min(page.height, y1)))
+        region.paste(inside, (max(0, x0) - x0, max(0, y0) - y0))
         if not self.skew or self.inner is None:
-            return page.crop((self.x0, self.y0, self.x1, self.y1))
-        region = Image.new("L", (self.x1 - self.x0, self.y1 - self.y0), 255)
-        region.paste(page.convert("L").crop((self.x0, self.y0, self.x1, self.y1)), (0, 0))
+            return region
         region = region.rotate(self.skew, resample=Image.BILINEAR, fillcolor=255)
         (w, h), cx, cy = self.inner, region.width / 2, region.height / 2
+        w, h = w + 2 * p, h + 2 * p
         return region.crop((round(cx - w / 2), round(cy - h / 2), round(cx + w / 2), round(cy + h / 2)))
 
 
@@ -170,7 +176,7 @@ def _unrotate(box: LineBox, angle: float, size: tuple[int, int]) -> LineBox:
     ox = cx + xs * np.cos(a) - ys * np.sin(a)
     oy = cy + xs * np.sin(a) + ys * np.cos(a)
     return LineBox(max(0, int(np.floor(ox.min()))), max(0, int(np.floor(oy.min()))), min(w, int(np.ceil(ox.max()))),
-                   min(h, int(np.ceil(oy.max()))), box.role, angle, (box.x1 - box.x0, box.y1 - box.y0))
+                   min(h, int(np.ceil(oy.max()))), box.role, angle, (box.x1 - box.x0, box.y1 - box.y0), box.pad)
 
 
 def find_rules(faint: np.ndarray, pitch: int) -> list[tuple[int, int, int, int]]:
@@ -208,12 +214,10 @@ def split_row(ink: np.ndarray, box: LineBox, text_w: float) -> list[LineBox]:
     if cuts.size == 0:
         return [box]
     starts, ends = np.concatenate([[cols[0]], cols[cuts + 1]]), np.concatenate([cols[cuts] + 1, [cols[-1] + 1]])
-    pad = max(2, (box.y1 - box.y0) // 8)
     parts = []
     for a, b in zip(starts, ends):
         rows = np.flatnonzero(ink[box.y0 : box.y1, a:b].any(axis=1)) + box.y0  # each part's own height
-        parts.append(LineBox(int(max(box.x0, a - pad)), int(max(box.y0, rows[0] - pad)), int(min(box.x1, b + pad)),
-                             int(min(box.y1, rows[-1] + 1 + pad))))
+        parts.append(LineBox(int(a), int(rows[0]), int(b), int(rows[-1]) + 1, pad=box.pad))
     return parts[::-1]  # right to left
 
 
@@ -338,8 +342,7 @@ def _line_boxes(ink: np.ndarray, faint: np.ndarray, min_gap: int | None) -> tupl
         if b - a < 4:
             continue
         cols = np.flatnonzero(ink[a:b].any(axis=0))
-        y0, y1 = max(0, a - pad), min(height, b + pad)
-        boxes.append(LineBox(int(max(0, cols[0] - pad)), int(y0), int(min(width, cols[-1] + 1 + pad)), int(y1)))
+        boxes.append(LineBox(int(cols[0]), int(a), int(cols[-1]) + 1, int(b), pad=int(pad)))  # tight on the ink
     return boxes, rules
 
 
