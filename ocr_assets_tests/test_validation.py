@@ -125,14 +125,15 @@ def test_judge_never_raises_on_malformed_input():
     assert row is None and reason.startswith("could not judge this line")
 
 
-def test_validate_lines_quarantines_later_duplicate_and_keeps_schemas():
+def test_validate_lines_quarantines_every_line_of_a_repeated_id_and_keeps_schemas():
     lines = [raw(line_id="b/1"), raw(line_id="b/2"), raw(line_id="b/1"), raw(b"latin only", line_id="b/3")]
+    lines[2] = RawLine("b/1", "b", "gt_folder", "b/1.jpg", lines[2].image, lines[2].text_bytes)
     pairs, quarantine = validate_lines(lines)
     assert pairs.schema.equals(PAIR_SCHEMA) and quarantine.schema.equals(QUARANTINE_SCHEMA)
-    assert pairs.column("line_id").to_pylist() == ["b/1", "b/2"]
-    reasons = dict(zip(quarantine.column("line_id").to_pylist(), quarantine.column("reason").to_pylist()))
-    assert reasons["b/1"].startswith("duplicate line_id 'b/1': already used by b/1.png")
-    assert [reason_kind(r) for r in quarantine.column("reason").to_pylist()] == ["duplicate", "not_arabic"]
+    assert pairs.column("line_id").to_pylist() == ["b/2"]  # the same rule as `ocr-assets validate`: neither b/1
+    rows = quarantine.to_pylist()
+    assert [(r["line_id"], reason_kind(r["reason"])) for r in rows] == [("b/1", "duplicate"), ("b/1", "duplicate"), ("b/3", "not_arabic")]
+    assert "also used by b/1.jpg" in rows[0]["reason"] and "also used by b/1.png" in rows[1]["reason"]
 
 
 # --- the `ocr-assets validate` contract ----------------------------------------------------------------
@@ -168,7 +169,7 @@ def test_validate_gt_dir_reports_every_stem(tmp_path):
     assert q["bad/orphan-image"] == "image has no transcription (expected orphan-image.gt.txt beside it)"
     assert q["bad/orphan-text"].startswith("transcription has no image")
     assert q["bad/zero"].startswith("image file is empty") and "UTF-8" in q["bad/cp1256"]
-    assert "two images share this stem" in q["bad/twice"]
+    assert q["bad/twice"].startswith("duplicate line_id") and "also used by bad/twice." in q["bad/twice"]
 
 
 # --- Great Expectations suite over pair metadata -------------------------------------------------------

@@ -169,18 +169,23 @@ def _judge(raw: RawLine, config: ValidationConfig) -> tuple[dict | None, str | N
 
 def judge_all(
     raws: Iterable[RawLine], config: ValidationConfig | None = None
-) -> Iterator[tuple[RawLine, dict | None, str | None]]:
-    """(raw, pair row, reason) for each raw line; a repeated line_id is quarantined after the first."""
+) -> list[tuple[RawLine, dict | None, str | None]]:
+    """(raw, pair row, reason) for each raw line. One rule for a repeated line_id, whatever the source: every
+    line on it is quarantined, since which image or text the id really names is unknown."""
     config = config or ValidationConfig()
-    first_origin: dict[str, str] = {}
+    raws = list(raws)
+    origins: dict[str, list[str]] = {}
     for raw in raws:
-        if raw.line_id in first_origin:
-            first = first_origin[raw.line_id]
-            yield raw, None, f"duplicate line_id {raw.line_id!r}: already used by {first}; rename one"
-            continue
-        first_origin[raw.line_id] = raw.origin
-        row, reason = judge(raw, config)
-        yield raw, row, reason
+        origins.setdefault(raw.line_id, []).append(raw.origin)
+    out = []
+    for raw in raws:
+        shared = origins[raw.line_id]
+        if len(shared) > 1:
+            others = ", ".join(o for o in shared if o != raw.origin) or raw.origin
+            out.append((raw, None, f"duplicate line_id {raw.line_id!r}: also used by {others}; keep one"))
+        else:
+            out.append((raw, *judge(raw, config)))
+    return out
 
 
 def quarantine_row(raw: RawLine, reason: str) -> dict:
@@ -216,10 +221,6 @@ def validate_gt_dir(gt_dir: str | os.PathLike, config: ValidationConfig | None =
     for raw, row, reason in judge_all(iter_gt_folder(gt_dir), config):
         if row is not None:
             accepted.add(raw.line_id)
-        elif reason.startswith(REASON_KINDS["duplicate"]):
-            # Two images on one stem: which one the text belongs to is unknown, so neither is accepted.
-            accepted.discard(raw.line_id)
-            quarantined[raw.line_id] = f"{reason} (two images share this stem; keep one)"
         else:
             quarantined.setdefault(raw.line_id, reason)
     return {"accepted": sorted(accepted), "quarantined": dict(sorted(quarantined.items()))}
