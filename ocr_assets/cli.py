@@ -168,6 +168,19 @@ def cmd_serve(args) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def cmd_corpus(args) -> int:
+    from ocr_assets.models.loading import load_recognizer
+    from ocr_assets.scans.corpus import process_inbox
+    from ocr_assets.scans.inbox import inbox_url
+
+    url = args.inbox or inbox_url()
+    recognizer = load_recognizer(args.model, device=args.device)
+    summary = process_inbox(url, recognizer, progress=lambda done, total: print(
+        f"\rcorpus: {done}/{total} pages", end="" if done < total else "\n", file=sys.stderr, flush=True))
+    print(json.dumps(summary, ensure_ascii=False, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocr-assets", description="OCR of classical Arabic print: validate, recognize, evaluate, finetune.")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -209,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_pages)
+
+    p = sub.add_parser("corpus", help="OCR the new scans of the inbox once (no Dagster daemon) and rebuild the corpus "
+                       "under the data root: corpus.txt, corpus.jsonl, review.jsonl, quarantine.json")
+    p.add_argument("--inbox", default=None, help="folder or fsspec URL (default: $OCR_ASSETS_INBOX or <data root>/inbox)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_corpus)
 
     p = sub.add_parser("pretrain", help="pretrain a compact recognizer on synthetic lines (+ GT folders); for multi-GPU "
                        "use torchrun -m ocr_assets.models.compact.train")

@@ -79,7 +79,7 @@ def test_wrong_model_path_and_alias_give_one_line_errors(gt_dir, tmp_path):
 def test_help_lists_every_verb():
     done = cli("--help")
     assert done.returncode == 0
-    for verb in ("validate", "recognize", "evaluate", "finetune", "pages", "pretrain"):
+    for verb in ("validate", "recognize", "evaluate", "finetune", "pages", "corpus", "pretrain", "serve"):
         assert verb in done.stdout
 
 

@@ -138,3 +138,24 @@ def test_paths_that_leave_the_inbox_are_refused(tmp_path):
     scans, refused, _ = list_scans(str(tmp_path / "d"))
     assert scans == [] and [r.path for r in refused] == ["linked_dir"]  # fsspec does not descend the link
     assert "escapes the inbox" in refused[0].reason
+
+
+@pytest.mark.timeout(600)
+def test_corpus_cli_takes_in_new_scans_once(tmp_path):
+    import subprocess
+    import sys
+
+    box = tmp_path / "inbox"
+    box.mkdir()
+    render_page()[0].save(box / "a.png")
+    (box / "b.jpg").write_bytes(b"no image")
+    env = {**os.environ, "OCR_ASSETS_DATA_ROOT": str(tmp_path / "root")}
+    cmd = [sys.executable, "-m", "ocr_assets.cli", "corpus", "--inbox", str(box), "--device", "cpu"]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    summary = json.loads(first.stdout)
+    assert (summary["new_scans"], summary["scans"], summary["quarantined_scans"], summary["lines"]) == (2, 2, 1, len(LINES))
+    text = (tmp_path / "root/corpus/corpus.txt").read_text(encoding="utf-8").splitlines()
+    assert metrics.cer_norm(LINES, text[1:]) < 0.1
+    again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600).stdout)
+    assert again["new_scans"] == 0 and again["scans"] == 2

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install into .venv/, prepare DAGSTER_HOME and the data root, run the main job on the embedded default,
-# then serve the Dagster UI on 127.0.0.1:${PORT:-3000}.
+# Install into .venv/, prepare DAGSTER_HOME and the data root, run the main job on the embedded default, drop
+# sample pages into the scan inbox, then serve the Dagster UI (and its daemon) on 127.0.0.1:${PORT:-3000}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$(command -v python3.11 || command -v python3)
@@ -14,7 +14,16 @@ cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 .venv/bin/dagster instance concurrency set gpu 1 >/dev/null 2>&1 || true
 echo "data root: $OCR_ASSETS_DATA_ROOT   DAGSTER_HOME: $DAGSTER_HOME"
 time .venv/bin/dagster job execute -m ocr_assets.definitions -j main_job
-[ "${OCR_ASSETS_NO_UI:-0}" = 1 ] && exit 0
+# Three synthetic classical pages (running header, footnotes, vocalised or bare) arrive in the scan inbox; the
+# inbox sensor turns them into partitions and OCRs them once the UI's daemon runs.
+export OCR_ASSETS_INBOX="${OCR_ASSETS_INBOX:-$OCR_ASSETS_DATA_ROOT/inbox}"
+mkdir -p "$OCR_ASSETS_INBOX"
+.venv/bin/python -c "import sys; from ocr_assets.pages.synthetic_pages import render_page
+for seed in (1, 2, 3): render_page(seed).image.save(f'{sys.argv[1]}/sample-page-{seed}.png')" "$OCR_ASSETS_INBOX"
+if [ "${OCR_ASSETS_NO_UI:-0}" = 1 ]; then
+  .venv/bin/ocr-assets corpus  # the same library, once, without the daemon: corpus under $OCR_ASSETS_DATA_ROOT/corpus
+  exit 0
+fi
 set -m  # job control, so the backgrounded UI honours SIGTERM when a wrapper stops it
 echo "Dagster UI: http://127.0.0.1:${PORT:-3000}"
 exec .venv/bin/dagster dev -h 127.0.0.1 -p "${PORT:-3000}" -w workspace.yaml

@@ -153,3 +153,22 @@ def build_corpus(keys: list[str], review_lines: int = 50) -> dict:
                "quarantined_scans": len(quarantine["scans"]), "refused_files": len(quarantine["inbox_files"])}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return {**summary, "dir": str(out), "review": review}
+
+
+def process_inbox(url: str, recognizer: Recognizer, batch_size: int = 64, progress=None) -> dict:
+    """Without Dagster (`ocr-assets corpus`): take in the inbox's new scans, OCR them, rebuild the corpus.
+    A scan counts as done once its scan.json exists, so a second call does nothing new."""
+    from ocr_assets.scans.inbox import list_scans, record_refusals, record_scan
+
+    scans, refused, _ = list_scans(url)
+    record_refusals(refused)
+    new = [s for s in scans if not (scan_output_dir(s.key) / "scan.json").exists()]
+    for scan in new:
+        record_scan(scan, url)
+        segment_scan(scan.key)
+    if new:
+        ocr_scans([s.key for s in new], recognizer, batch_size, progress)
+    keys = sorted(p.stem for p in manifest_dir().glob("*.json"))
+    summary = build_corpus(keys)
+    summary.pop("review")
+    return {**summary, "new_scans": len(new)}
