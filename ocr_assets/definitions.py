@@ -13,7 +13,7 @@ from ocr_assets.assets.evaluation import baseline_evaluation, cross_validation, 
 from ocr_assets.assets.ingest import ingest_assets, ingest_checks
 from ocr_assets.assets.training import base_model, lora_adapters, merged_model, pretrained_model
 from ocr_assets.resources import build_resources, load_profile
-from ocr_assets.sensors import ocr_scans_job, scan_inbox_sensor
+from ocr_assets.sensors import corpus_automation_sensor, ocr_scans_job, scan_inbox_sensor
 
 training_assets = [base_model, baseline_evaluation, lora_adapters, merged_model, evaluation_report]
 TRAINING = dg.AssetSelection.assets(*training_assets)
@@ -56,7 +56,7 @@ def build_defs(profile_name: str | None = None) -> dg.Definitions:
         assets=[*ingest_assets, *training_assets, cross_validation, pretrained_model, *corpus_assets],
         asset_checks=[*ingest_checks, *corpus_checks],
         jobs=[ingest_job, training_job, main_job, cross_validation_job, pretrain_job, ocr_scans_job],
-        sensors=[scan_inbox_sensor],
+        sensors=[scan_inbox_sensor, corpus_automation_sensor],
         resources=build_resources(profile),
         executor=executor,
     )

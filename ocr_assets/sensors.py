@@ -58,3 +58,14 @@ def scan_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
         dynamic_partitions_requests=[scan_partitions.build_add_request(keys)],
         cursor=next_cursor,
     )
+
+
+# The corpus follows its scans by declarative automation (`ocr_corpus` is eager); this sensor evaluates it, on
+# by default so a fresh deployment needs no switch flipped in the UI.
+corpus_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "corpus_automation_sensor",
+    target=dg.AssetSelection.groups("corpus"),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Rebuilds ocr_corpus once the OCR runs of newly arrived scans have finished.",
+)
