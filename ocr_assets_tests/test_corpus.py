@@ -39,6 +39,8 @@ def _fill(box, outside):
     (box / "torn.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a corrupt image
     (box / "notes.txt").write_text("not a scan")
     (box / "empty.jpg").write_bytes(b"")
+    with open(box / "huge.tif", "wb") as f:  # sparse: 300 MB by its size, nothing on disk
+        f.truncate(300 * 1024 * 1024)
     (outside / "secret.png").write_bytes((box / "blank.png").read_bytes())
     os.symlink(outside / "secret.png", box / "link.png")  # escapes the inbox
     return page
@@ -72,8 +74,9 @@ def test_inbox_to_corpus(inbox, tmp_path):
         assert len(keys) == 5  # p1 (+ its copy), volume.tif, letter.pdf, blank.png, torn.png
         assert len(first.run_requests) == 1  # one batch
         refused = {r["path"]: r["reason"] for r in json.loads((tmp_path / "root/scans/refused.json").read_text())}
-        assert set(refused) == {"notes.txt", "empty.jpg", "link.png"}
+        assert set(refused) == {"notes.txt", "empty.jpg", "link.png", "huge.tif"}
         assert "escapes the inbox" in refused["link.png"] and "0 bytes" in refused["empty.jpg"]
+        assert "exceeds" in refused["huge.tif"] and "not a scan" in refused["notes.txt"]
 
         # The corpus follows by declarative automation once every scan is OCR'd.
         auto = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
@@ -159,3 +162,25 @@ def test_corpus_cli_takes_in_new_scans_once(tmp_path):
     assert metrics.cer_norm(LINES, text[1:]) < 0.1
     again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600).stdout)
     assert again["new_scans"] == 0 and again["scans"] == 2
+
+
+def test_any_fsspec_url_is_an_inbox(tmp_path, monkeypatch):
+    """An in-memory fsspec filesystem stands in for object storage: listed, hashed, read back by key."""
+    import fsspec
+
+    from ocr_assets.scans.inbox import read_scan, record_scan
+
+    monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", str(tmp_path / "root"))
+    fs = fsspec.filesystem("memory")
+    page = tmp_path / "p.png"
+    render_page()[0].save(page)
+    fs.pipe("/scans-bucket/2026/p.png", page.read_bytes())
+    fs.pipe("/scans-bucket/2026/p copy.png", page.read_bytes())
+    fs.pipe("/scans-bucket/readme.md", b"hello")
+    scans, refused, cache = list_scans("memory://scans-bucket")
+    assert [s.path for s in scans] == ["2026/p copy.png"] and [r.path for r in refused] == ["readme.md"]
+    record_scan(scans[0], "memory://scans-bucket")
+    fs.mv("/scans-bucket/2026/p copy.png", "/scans-bucket/2026/renamed.png")  # renamed after it was seen
+    data, found = read_scan(scans[0].key)
+    assert data == page.read_bytes() and found.path in ("2026/p.png", "2026/renamed.png")
+    assert list_scans("memory://scans-bucket", cache)[0][0].key == scans[0].key
