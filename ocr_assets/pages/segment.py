@@ -286,6 +286,14 @@ def assign_roles(boxes: list[LineBox], rules: list[tuple[int, int, int, int]]) -
             return
 
 
+def longest_runs(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Length of the longest unbroken run of True along `axis`, for every column (axis 0) or row (axis 1)."""
+    m = mask if axis == 0 else mask.T
+    count = np.cumsum(m, axis=0, dtype=np.int32)
+    last_reset = np.maximum.accumulate(np.where(m, 0, count), axis=0)
+    return (count - last_reset).max(axis=0) if m.shape[0] else np.zeros(m.shape[1], dtype=np.int32)
+
+
 def despeckle(ink: np.ndarray) -> np.ndarray:
     """Drop specks (connected components of a few pixels, scaled to the page width) so scan noise does not make
     rows of ink; dots and tashkeel are larger than a speck at any resolution that can still be read."""
@@ -305,11 +313,24 @@ def _line_boxes(ink: np.ndarray, faint: np.ndarray, min_gap: int | None) -> tupl
     """Line boxes top to bottom and the separator rules (y0, y1, x0, x1) on an upright page."""
     height, width = ink.shape
     ink = despeckle(ink)
-    # Frame rules and page borders would join every row into one band: drop columns inked over most of the
-    # page height and rows inked over most of its width before profiling.
+    # Frame rules and page borders would join every row into one band and be read as brackets: drop columns
+    # holding a vertical stroke longer than any letter (a fifth of the page) and rows holding a horizontal
+    # stroke over 40 % of the width (words break at spaces), or inked over most of the page.
+    # Runs are measured on the ink thickened by 2 px across the stroke, so a rule that drifts by a pixel (slight
+    # skew, low resolution) still counts as one stroke; the rule's neighbouring columns/rows go with it.
     ink = ink.copy()
-    ink[:, ink.mean(axis=0) > 0.35] = False
-    ink[ink.mean(axis=1) > 0.6, :] = False
+    wide = ink.copy()
+    for d in (1, 2):
+        wide[:, d:] |= ink[:, :-d]
+        wide[:, :-d] |= ink[:, d:]
+    cols = (ink.mean(axis=0) > 0.35) | (longest_runs(wide, axis=0) > 0.2 * height)
+    tall = ink.copy()
+    for d in (1, 2):
+        tall[d:, :] |= ink[:-d, :]
+        tall[:-d, :] |= ink[d:, :]
+    rows = (ink.mean(axis=1) > 0.6) | (longest_runs(tall, axis=1) > 0.4 * width)
+    ink[:, np.convolve(cols, np.ones(5), mode="same") > 0] = False
+    ink[np.convolve(rows, np.ones(5), mode="same") > 0, :] = False
     rows = ink.sum(axis=1) > max(1, int(0.002 * width))
     bands, start = [], None
     for y, on in enumerate(rows):
