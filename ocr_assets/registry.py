@@ -166,6 +166,9 @@ def log_and_register(model_dir: Path, metrics: dict[str, float], name: str = MOD
     """Log `model_dir` as a pyfunc in the active MLflow run, register it, tag it, alias it `challenger`."""
     import ocr_assets
 
+    # Register in the store the run is tracked in: a registry URI left over from another client in this process
+    # (mlflow keeps it globally) would otherwise receive the model version.
+    mlflow.set_registry_uri(mlflow.get_tracking_uri())
     info = mlflow.pyfunc.log_model(
         name="ocr_model",
         python_model=OcrPyfuncModel(),

@@ -86,7 +86,7 @@ def registry_root(tmp_path_factory):
     from ocr_assets.models.loading import shipped_model_dir
 
     root = tmp_path_factory.mktemp("serving")
-    previous_uri = mlflow.get_tracking_uri()
+    previous_uri, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OCR_ASSETS_DATA_ROOT", str(root / "var"))
         for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_HOST", "MLFLOW_PORT"):
@@ -101,6 +101,7 @@ def registry_root(tmp_path_factory):
             yield root
         finally:
             mlflow.set_tracking_uri(previous_uri)
+            mlflow.set_registry_uri(previous_registry)
 
 
 @pytest.fixture(scope="module")
