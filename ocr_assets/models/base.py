@@ -26,6 +26,9 @@ class Recognition:
     confidence: float  # 0..1
     char_confidences: list[float] = field(default_factory=list)
     error: str | None = None
+    # Where each character sits across the line image, 0 (left edge) .. 1 (right edge); empty when the backend
+    # cannot tell (the DeepSeek backends generate text without an alignment).
+    char_positions: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -22,7 +22,7 @@ PAGE_REGION_TYPE = {"header": "header", "page-number": "page-number", "body": "p
 class Word:
     text: str
     confidence: float
-    box: LineBox  # estimated from the word's share of the line's characters
+    box: LineBox  # from the characters' places on the line (CTC), else the word's share of the characters
 
 
 @dataclass
@@ -31,6 +31,7 @@ class PageLine:
     text: str
     confidence: float
     char_confidences: list[float] = field(default_factory=list)
+    char_positions: list[float] = field(default_factory=list)  # 0..1 across the line's crop, left to right
 
     @property
     def role(self) -> str:
@@ -49,14 +50,35 @@ class PageLine:
                 start = None
             elif not ch.isspace() and start is None:
                 start = i
+        xs = self._char_x()
         width, total = self.box.x1 - self.box.x0, max(len(self.text), 1)
         out = []
         for a, b in spans:
-            right = self.box.x1 - round(width * a / total)
-            left = self.box.x1 - round(width * b / total)
-            box = LineBox(max(self.box.x0, left), self.box.y0, max(right, left + 1), self.box.y1)
+            if xs is not None:
+                half = self._half_step(xs)
+                left, right = round(min(xs[a:b]) - half), round(max(xs[a:b]) + half)
+            else:
+                right = self.box.x1 - round(width * a / total)
+                left = self.box.x1 - round(width * b / total)
+            left, right = max(self.box.x0, min(left, self.box.x1 - 1)), min(self.box.x1, right)
+            box = LineBox(left, self.box.y0, max(right, left + 1), self.box.y1)
             out.append(Word(self.text[a:b], float(sum(confs[a:b]) / (b - a)), box))
         return out
+
+    def _char_x(self) -> list[float] | None:
+        """Page x of each character from the recognizer's positions across the crop (box + pad, straightened)."""
+        if not self.text or len(self.char_positions) != len(self.text):
+            return None
+        b = self.box
+        crop_w = (b.inner[0] if b.skew and b.inner else b.x1 - b.x0) + 2 * b.pad
+        left = (b.x0 + b.x1) / 2 - crop_w / 2
+        return [left + p * crop_w for p in self.char_positions]
+
+    @staticmethod
+    def _half_step(xs: list[float]) -> float:
+        """Half the typical distance between neighbouring characters: how far a word reaches past its outer ones."""
+        steps = sorted(abs(x1 - x0) for x0, x1 in zip(xs, xs[1:]))
+        return steps[len(steps) // 2] / 2 if steps else 0.0
 
 
 @dataclass

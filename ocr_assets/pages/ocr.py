@@ -37,7 +37,7 @@ def read_pages(recognizer: Recognizer, pages: list[tuple[str, Image.Image, list[
         for box in boxes:
             r = next(reads)
             refine_role(box, r.text)
-            lines.append(PageLine(box, r.text, float(r.confidence), list(r.char_confidences)))
+            lines.append(PageLine(box, r.text, float(r.confidence), list(r.char_confidences), list(r.char_positions)))
         results.append(PageResult(name, gray.width, gray.height, lines))
     return results
 

@@ -97,8 +97,10 @@ def collate_lines(arrays: Sequence[np.ndarray], multiple: int = 8) -> tuple[torc
     return torch.from_numpy(batch), torch.tensor(widths, dtype=torch.long)
 
 
-def greedy_decode(logits: torch.Tensor, lengths: torch.Tensor) -> list[tuple[list[int], list[float], float]]:
-    """Best path per line: (label ids, per-label confidence, line confidence 0..1).
+def greedy_decode(logits: torch.Tensor, lengths: torch.Tensor, positions: bool = False) -> list[tuple]:
+    """Best path per line: (label ids, per-label confidence, line confidence 0..1) and, with `positions`, each
+    label's place across the line image (0 = left edge, 1 = right edge; the centre of the frame where its run
+    starts; frames run right to left, see modeling.mirror_within_width).
 
     A label's confidence is its highest frame probability; the line's is the mean over its labels, or the mean
     blank probability when nothing was read (an empty line read with certainty scores 1.0). Vectorised over the
@@ -120,13 +122,19 @@ def greedy_decode(logits: torch.Tensor, lengths: torch.Tensor) -> list[tuple[lis
     run_conf = np.maximum.reduceat(probs, first) if first.size else np.zeros(0, dtype=probs.dtype)
     keep = valid[first] & (best[first] != BLANK_ID)
     ids, confs, line_of = best[first][keep], run_conf[keep].astype(float), first[keep] // frames
+    frame_of = first[keep] % frames
+    line_lengths = lengths.cpu().numpy()
     bounds = np.searchsorted(line_of, np.arange(batch + 1))
     out = []
     for i in range(batch):
         lo, hi = bounds[i], bounds[i + 1]
         line_confs = confs[lo:hi].tolist()
         line = float(np.mean(line_confs)) if line_confs else float(blank_conf[i])
-        out.append((ids[lo:hi].tolist(), line_confs, line))
+        if positions:
+            where = (1.0 - (frame_of[lo:hi] + 0.5) / max(int(line_lengths[i]), 1)).round(4).tolist()
+            out.append((ids[lo:hi].tolist(), line_confs, line, where))
+        else:
+            out.append((ids[lo:hi].tolist(), line_confs, line))
     return out
 
 
@@ -243,8 +251,11 @@ class CompactRecognizer(Recognizer):
                 idx = order[start : start + batch_size]
                 pixels, widths = collate_lines([arrays[i] for i in idx])
                 out = runner(pixels.to(self.device, non_blocking=True), widths.to(self.device))
-                for i, (ids, confs, line) in zip(idx, greedy_decode(out.logits, out.output_lengths)):
-                    results[i] = Recognition(text=self.codec.decode(ids), confidence=line, char_confidences=confs)
+                for i, (ids, confs, line, where) in zip(idx, greedy_decode(out.logits, out.output_lengths, positions=True)):
+                    # Padding frames beyond a line's own width are excluded by output_lengths, so positions are
+                    # fractions of this line's own (prepared) width.
+                    results[i] = Recognition(text=self.codec.decode(ids), confidence=line, char_confidences=confs,
+                                             char_positions=where)
         return results  # type: ignore[return-value]
 
     def _prepare(self, image) -> np.ndarray | Recognition:
