@@ -184,3 +184,32 @@ def test_any_fsspec_url_is_an_inbox(tmp_path, monkeypatch):
     data, found = read_scan(scans[0].key)
     assert data == page.read_bytes() and found.path in ("2026/p.png", "2026/renamed.png")
     assert list_scans("memory://scans-bucket", cache)[0][0].key == scans[0].key
+
+
+def test_corpus_reads_with_the_registry_champion_when_there_is_one(tmp_path, monkeypatch):
+    import mlflow
+
+    from ocr_assets import registry
+    from ocr_assets.assets.corpus import corpus_model
+    from ocr_assets.models.loading import load_recognizer, shipped_model_dir
+    from ocr_assets.pages.ocr import ocr_page
+
+    monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", str(tmp_path / "root"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        assert corpus_model() == (None, "shipped default (no champion in the registry)")
+        registry.client()
+        experiment = mlflow.create_experiment("corpus-test", artifact_location=(tmp_path / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
+            version = registry.log_and_register(shipped_model_dir(), {"test_cer_norm": 0.02})
+        registry.promote_if_better(version, 0.02, None)
+        spec, source = corpus_model()
+        assert spec == "models:/ocr-assets-recognizer@champion" and f"version {version}" in source
+        page, _ = render_page()
+        lines = [line.text for line in ocr_page(load_recognizer(spec, device="cpu"), page, "p").lines]
+        assert metrics.cer_norm(LINES, lines) < 0.1
+        assert corpus_model("some/dir") == ("some/dir", "some/dir")  # an explicit model wins
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
