@@ -176,7 +176,8 @@ def cmd_corpus(args) -> int:
     url = args.inbox or inbox_url()
     recognizer = load_recognizer(args.model, device=args.device)
     summary = process_inbox(url, recognizer, progress=lambda done, total: print(
-        f"\rcorpus: {done}/{total} pages", end="" if done < total else "\n", file=sys.stderr, flush=True))
+        f"\rcorpus: {done}/{total} pages", end="" if done < total else "\n", file=sys.stderr, flush=True),
+        model=args.model or "shipped default")
     print(json.dumps(summary, ensure_ascii=False, indent=1))
     return 0
 

@@ -23,6 +23,7 @@ MAX_IMAGE_BASE64_CHARS = 8_000_000  # ~6 MB of image per row: a larger row gets 
 # before the model sees it, so this cap bounds the decoding and OCR work of one request, not the body's memory.
 # Over it the request is refused as a whole (HTTP 400); see ocr_assets/serving.py.
 MAX_REQUEST_BASE64_CHARS = 32_000_000
+MAX_REQUEST_PIXELS = 120_000_000  # decoded 8-bit gray: ~120 MB held per request at most
 KINDS = ("line", "page", "auto")
 # `kind` = auto: an image is a page when it is taller than the tallest line crops the shipped model trained on
 # (30-160 px; a page of body text is several such lines) and not a wide strip (a line image is > 4x as wide as
@@ -92,9 +93,14 @@ class OcrPyfuncModel(mlflow.pyfunc.PythonModel):
                              "send fewer images per request")
         rows: list[dict | None] = [None] * len(values)
         lines, pages = [], []  # (row index, decoded image)
+        pixels = 0  # decoded pixels held for this request: a few bytes of blank PNG can decode to 40 MP
         for i, (value, kind) in enumerate(zip(values, kinds)):
             try:
                 image, kind = self._decode(value, kind)
+                pixels += image.width * image.height
+                if pixels > MAX_REQUEST_PIXELS:
+                    raise ValueError(f"request over its pixel budget ({MAX_REQUEST_PIXELS / 1e6:.0f} MP decoded in all); "
+                                     "send this image in another request")
             except Exception as exc:  # one bad row must not sink the batch
                 rows[i] = _row("", 0.0, str(exc), [])
                 continue

@@ -27,20 +27,33 @@ def scan_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
     cursor = json.loads(context.cursor) if context.cursor else {}
     url = inbox_url()
     try:
-        scans, refused, cache = list_scans(url, cursor.get("hashes"))
+        # Hash for at most 40 s a tick (sensor evaluations time out at 60 s); the cache keeps the progress.
+        scans, refused, cache = list_scans(url, cursor.get("hashes"), budget_s=40)
     except (FileNotFoundError, NotADirectoryError, PermissionError) as err:
         return dg.SkipReason(f"inbox {url} cannot be listed: {err}")
+    from ocr_assets.scans.corpus import layout_status
+
     known = set(context.instance.get_dynamic_partitions(scan_partitions.name))
     new = [s for s in scans if s.key not in known]
+    # A scan whose bytes could not be fetched last time (moved away, storage error) is read again once it is
+    # listed again; the run key names that attempt, so each failure is retried once.
+    retries = []
+    for s in scans:
+        if s.key in known:
+            status, stamp = layout_status(s.key)
+            if status == "unavailable":
+                retries.append(dg.RunRequest(run_key=f"retry:{s.key}:{stamp:.0f}", partition_key=s.key))
     previously_refused = set(cursor.get("refused", []))
     for r in refused:
         if r.path not in previously_refused:
             context.log.warning(f"refused {r.path}: {r.reason}")
     record_refusals(refused)
     next_cursor = json.dumps({"hashes": cache, "refused": sorted(r.path for r in refused)})
-    if not new:
+    if not new and not retries:
         context.update_cursor(next_cursor)
         return dg.SkipReason(f"no new scans in {url}: {len(scans)} known, {len(refused)} refused")
+    if not new:
+        return dg.SensorResult(run_requests=retries, cursor=next_cursor)
     for scan in new:
         record_scan(scan, url)
     keys = [s.key for s in new]
@@ -54,7 +67,7 @@ def scan_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
     ]
     context.log.info(f"{len(new)} new scans → {len(requests)} runs: " + ", ".join(s.path for s in new[:10]))
     return dg.SensorResult(
-        run_requests=requests,
+        run_requests=requests + retries,
         dynamic_partitions_requests=[scan_partitions.build_add_request(keys)],
         cursor=next_cursor,
     )

@@ -23,6 +23,7 @@ def inbox(tmp_path, monkeypatch):
     box.mkdir()
     monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", str(root))
     monkeypatch.setenv("OCR_ASSETS_INBOX", str(box))
+    monkeypatch.setenv("OCR_ASSETS_INBOX_SETTLE_S", "0")  # files written just now count as arrived
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # no champion: the shipped default reads
     return box
 
@@ -46,15 +47,22 @@ def _fill(box, outside):
     return page
 
 
-def _tick(defs, instance, cursor):
+def _tick(defs, instance, cursor, before_runs=None):
     """One sensor evaluation applied as the daemon would: partitions added, then the requested runs executed."""
     sensor = defs.get_sensor_def("scan_inbox_sensor")
-    result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
+    # The daemon resolves a partitioned run request against the instance's dynamic partitions; so do we here.
+    with dg.partition_loading_context(dynamic_partitions_store=instance):
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    if before_runs:
+        before_runs()
     job = defs.resolve_job_def("ocr_scans_job")
     for run in result.run_requests or []:
-        assert job.execute_in_process(instance=instance, tags=run.tags).success
+        if run.partition_key:
+            assert job.execute_in_process(instance=instance, partition_key=run.partition_key).success
+        else:
+            assert job.execute_in_process(instance=instance, tags=run.tags).success
     return result
 
 
@@ -152,7 +160,7 @@ def test_corpus_cli_takes_in_new_scans_once(tmp_path):
     box.mkdir()
     render_page()[0].save(box / "a.png")
     (box / "b.jpg").write_bytes(b"no image")
-    env = {**os.environ, "OCR_ASSETS_DATA_ROOT": str(tmp_path / "root")}
+    env = {**os.environ, "OCR_ASSETS_DATA_ROOT": str(tmp_path / "root"), "OCR_ASSETS_INBOX_SETTLE_S": "0"}
     cmd = [sys.executable, "-m", "ocr_assets.cli", "corpus", "--inbox", str(box), "--device", "cpu"]
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -171,6 +179,7 @@ def test_any_fsspec_url_is_an_inbox(tmp_path, monkeypatch):
     from ocr_assets.scans.inbox import read_scan, record_scan
 
     monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("OCR_ASSETS_INBOX_SETTLE_S", "0")
     fs = fsspec.filesystem("memory")
     page = tmp_path / "p.png"
     render_page()[0].save(page)
@@ -180,10 +189,17 @@ def test_any_fsspec_url_is_an_inbox(tmp_path, monkeypatch):
     scans, refused, cache = list_scans("memory://scans-bucket")
     assert [s.path for s in scans] == ["2026/p copy.png"] and [r.path for r in refused] == ["readme.md"]
     record_scan(scans[0], "memory://scans-bucket")
-    fs.mv("/scans-bucket/2026/p copy.png", "/scans-bucket/2026/renamed.png")  # renamed after it was seen
+    fs.rm("/scans-bucket/2026/p.png")  # only the recorded copy is left, and it is renamed after it was seen
+    fs.mv("/scans-bucket/2026/p copy.png", "/scans-bucket/2026/renamed.png")
     data, found = read_scan(scans[0].key)
-    assert data == page.read_bytes() and found.path in ("2026/p.png", "2026/renamed.png")
+    assert data == page.read_bytes() and found.path == "2026/renamed.png"
+    fs.pipe("/scans-bucket/2026/p.png", page.read_bytes())
     assert list_scans("memory://scans-bucket", cache)[0][0].key == scans[0].key
+    # A file still being written (modified within the settle time) waits for a later tick.
+    monkeypatch.setenv("OCR_ASSETS_INBOX_SETTLE_S", "3600")
+    fs.pipe("/scans-bucket/2026/arriving.png", b"\x89PNG partial")
+    listed, refused, _ = list_scans("memory://scans-bucket")
+    assert all(s.path != "2026/arriving.png" for s in listed) and all(r.path != "2026/arriving.png" for r in refused)
 
 
 def test_corpus_reads_with_the_registry_champion_when_there_is_one(tmp_path, monkeypatch):
@@ -213,3 +229,33 @@ def test_corpus_reads_with_the_registry_champion_when_there_is_one(tmp_path, mon
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
+
+
+@pytest.mark.timeout(600)
+def test_a_scan_gone_at_run_time_is_retried_when_back_and_never_freezes_the_corpus(inbox, tmp_path):
+    from ocr_assets.definitions import build_defs
+
+    defs = build_defs()
+    render_page()[0].save(inbox / "a.png")
+    render_page(OTHER)[0].save(inbox / "b.png")
+    away = tmp_path / "away.png"
+    with dg.instance_for_test() as instance:
+        auto = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        # b.png is moved away after the sensor saw it and before its run reads it (a storage blip, a user's mv).
+        first = _tick(defs, instance, None, before_runs=lambda: (inbox / "b.png").rename(away))
+        assert len(instance.get_dynamic_partitions("scans")) == 2  # the run succeeded for a.png all the same
+        summaries = {}
+        for key in instance.get_dynamic_partitions("scans"):
+            summaries[json.loads((tmp_path / f"root/corpus/scans/{key}/scan.json").read_text())["path"]] = key
+        b_scan = json.loads((tmp_path / f"root/corpus/scans/{summaries['b.png']}/scan.json").read_text())
+        assert b_scan["status"] == "unavailable" and "no longer in the inbox" in b_scan["reason"]
+        assert not _tick(defs, instance, first.cursor).run_requests  # still gone: nothing to retry
+        away.rename(inbox / "b.png")
+        back = _tick(defs, instance, first.cursor)
+        assert [r.partition_key for r in back.run_requests] == [summaries["b.png"]]
+        b_scan = json.loads((tmp_path / f"root/corpus/scans/{summaries['b.png']}/scan.json").read_text())
+        assert b_scan["status"] == "ok" and b_scan["lines"] == len(OTHER)
+        # A partition whose OCR never ran (a failed GPU run, say) does not stop the corpus from following.
+        instance.add_dynamic_partitions("scans", ["0123456789abcdef"])
+        follow = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=auto.cursor)
+        assert follow.total_requested == 1

@@ -269,3 +269,23 @@ def test_cli_serve_answers_and_stops_on_sigterm(registry_root, rendered):
                 except (ProcessLookupError, PermissionError):
                     pass
             cli.wait(timeout=30)
+
+
+def test_decoded_pixels_per_request_are_capped_row_by_row():
+    """A few hundred bytes of blank PNG decode to 36 MP: past the request's pixel budget a row gets an error
+    instead of being held in memory, and the rows before it are still read."""
+    import pandas as pd
+
+    from ocr_assets.models.loading import load_recognizer
+    from ocr_assets.registry import MAX_REQUEST_PIXELS, OcrPyfuncModel
+
+    buf = io.BytesIO()
+    Image.new("L", (6000, 6000), 255).save(buf, format="PNG")
+    blank = base64.b64encode(buf.getvalue()).decode()
+    assert len(blank) < 200_000  # tiny on the wire
+    rows = MAX_REQUEST_PIXELS // (6000 * 6000) + 1
+    model = OcrPyfuncModel()
+    model.recognizer = load_recognizer(None, device="cpu")
+    out = model.predict(None, pd.DataFrame({"image": [blank] * rows, "kind": ["line"] * rows}))
+    errors = out["error"].tolist()
+    assert all(e is None for e in errors[:-1]) and "pixel budget" in errors[-1]

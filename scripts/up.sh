@@ -21,7 +21,8 @@ mkdir -p "$OCR_ASSETS_INBOX"
 .venv/bin/python -c "import sys; from ocr_assets.pages.synthetic_pages import render_page
 for seed in (1, 2, 3): render_page(seed).image.save(f'{sys.argv[1]}/sample-page-{seed}.png')" "$OCR_ASSETS_INBOX"
 if [ "${OCR_ASSETS_NO_UI:-0}" = 1 ]; then
-  .venv/bin/ocr-assets corpus  # the same library, once, without the daemon: corpus under $OCR_ASSETS_DATA_ROOT/corpus
+  # The same library, once, without the daemon (pages just written: no settle wait): corpus under the data root.
+  OCR_ASSETS_INBOX_SETTLE_S=0 .venv/bin/ocr-assets corpus
   exit 0
 fi
 set -m  # job control, so the backgrounded UI honours SIGTERM when a wrapper stops it

@@ -47,9 +47,9 @@ def page_lines(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     for i, key in enumerate(context.partition_keys, 1):
         layouts.append(segment_scan(key))
         context.log.info(f"segmented {i}/{len(context.partition_keys)}: {layouts[-1]['path']} ({layouts[-1]['status']})")
-    bad = {l["path"]: l["reason"] for l in layouts if l["status"] != "ok"}
+    bad = {l["path"]: f"{l['status']}: {l['reason']}" for l in layouts if l["status"] != "ok"}
     for path, reason in bad.items():
-        context.log.warning(f"quarantined {path}: {reason}")
+        context.log.warning(f"{path}: {reason}")
     return dg.MaterializeResult(metadata={
         "scans": len(layouts),
         "pages": sum(len(l["pages"]) for l in layouts),
@@ -69,7 +69,7 @@ def ocr_pages(context: dg.AssetExecutionContext, config: CorpusConfig) -> dg.Mat
     recognizer = load_recognizer(spec, device=context.resources.compute.device)
     context.log.info(f"model: {source} on {context.resources.compute.resolved_device()}")
     summaries = ocr_scans(list(context.partition_keys), recognizer, config.batch_size,
-                          progress=lambda done, total: context.log.info(f"OCR {done}/{total} pages"))
+                          progress=lambda done, total: context.log.info(f"OCR {done}/{total} pages"), model=source)
     pages = sum(s["pages"] for s in summaries)
     seconds = summaries[0].get("batch_seconds", 0.0) if summaries else 0.0
     return dg.MaterializeResult(metadata={
@@ -81,8 +81,15 @@ def ocr_pages(context: dg.AssetExecutionContext, config: CorpusConfig) -> dg.Mat
     })
 
 
-@dg.asset(group_name="corpus", deps=[ocr_pages], kinds={"json"},
-          automation_condition=dg.AutomationCondition.eager())
+# Like eager(), without "no dependency missing": one scan whose OCR failed must not freeze the corpus.
+CORPUS_CONDITION = (
+    (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after new OCR'd scans")
+
+
+@dg.asset(group_name="corpus", deps=[ocr_pages], kinds={"json"}, automation_condition=CORPUS_CONDITION)
 def ocr_corpus(context: dg.AssetExecutionContext, config: ReviewConfig) -> dg.MaterializeResult:
     """All OCR'd scans as one corpus (text, JSONL with line and word confidences), a review list, quarantine."""
     from ocr_assets.scans.corpus import build_corpus

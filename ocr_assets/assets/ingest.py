@@ -10,7 +10,7 @@ import pyarrow as pa
 from ocr_assets.data import store
 from ocr_assets.data.gt_folder import SourceError
 from ocr_assets.data.records import PAIR_SCHEMA, QUARANTINE_SCHEMA, RAW_SCHEMA, RawLine
-from ocr_assets.data.validation import ValidationConfig, judge_all, quarantine_row, reason_kind
+from ocr_assets.data.validation import ValidationConfig, id_origins, judge_all, quarantine_row, reason_kind
 
 _BATCH = 256
 _DEFAULTS = ValidationConfig()
@@ -159,7 +159,13 @@ def validated_line_pairs(context: dg.AssetExecutionContext, config: ValidationSe
     samples: list[list] = []
 
     def accepted_rows():
-        for raw, row, reason in judge_all(_raw_lines(), rules):
+        # A first pass over the ids alone finds repeated line_ids, so the images stream through judging.
+        origins = id_origins(
+            (line_id, origin)
+            for batch in store.iter_batches(store.RAW_LINES, batch_size=65536, columns=["line_id", "origin"])
+            for line_id, origin in zip(batch.column("line_id").to_pylist(), batch.column("origin").to_pylist())
+        )
+        for raw, row, reason in judge_all(_raw_lines(), rules, origins):
             if row is None:
                 quarantine.append(quarantine_row(raw, reason))
                 per_document[raw.document][1] += 1

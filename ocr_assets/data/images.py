@@ -132,10 +132,10 @@ def encode_png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def decode_frames(data: bytes, *, max_frames: int = 2000, max_pixels: int = MAX_PIXELS) -> list[Image.Image]:
-    """Every frame of a (multi-page) image as 8-bit gray: the pages of a multi-page TIFF, else one image."""
+def iter_frames(data: bytes, *, max_frames: int = 2000, max_pixels: int = MAX_PIXELS):
+    """Every frame of a (multi-page) image as 8-bit gray, one at a time (a 2000-page TIFF never sits in memory
+    whole): the pages of a multi-page TIFF, else one image. Raises ImageRejected with a reason."""
     img = _open_header(data)
-    frames = []
     try:
         count = getattr(img, "n_frames", 1)
         if count > max_frames:
@@ -144,9 +144,14 @@ def decode_frames(data: bytes, *, max_frames: int = 2000, max_pixels: int = MAX_
             img.seek(index)
             _check_size(img, max_pixels, MIN_SIDE)
             img.load()
-            frames.append(_to_gray(ImageOps.exif_transpose(img.copy())))
+            yield _to_gray(ImageOps.exif_transpose(img.copy()))
     except ImageRejected:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, TypeError) as err:
+        # TypeError: Pillow's TIFF reader on a truncated file ("Missing dimensions").
         raise ImageRejected(f"image data is truncated or corrupt ({err}); re-export the image") from err
-    return frames
+
+
+def decode_frames(data: bytes, *, max_frames: int = 2000, max_pixels: int = MAX_PIXELS) -> list[Image.Image]:
+    """All frames at once (small files); `iter_frames` for scans."""
+    return list(iter_frames(data, max_frames=max_frames, max_pixels=max_pixels))

@@ -168,23 +168,32 @@ def _judge(raw: RawLine, config: ValidationConfig) -> tuple[dict | None, str | N
 
 
 def judge_all(
-    raws: Iterable[RawLine], config: ValidationConfig | None = None
-) -> list[tuple[RawLine, dict | None, str | None]]:
+    raws: Iterable[RawLine], config: ValidationConfig | None = None, origins: dict[str, list[str]] | None = None
+) -> Iterator[tuple[RawLine, dict | None, str | None]]:
     """(raw, pair row, reason) for each raw line. One rule for a repeated line_id, whatever the source: every
-    line on it is quarantined, since which image or text the id really names is unknown."""
+    line on it is quarantined, since which image or text the id really names is unknown.
+
+    `origins` (line_id → origins, from a first pass over the ids alone) lets a large dataset stream; without it
+    the lines are held in memory to find the repeats.
+    """
     config = config or ValidationConfig()
-    raws = list(raws)
-    origins: dict[str, list[str]] = {}
+    if origins is None:
+        raws = list(raws)
+        origins = id_origins((raw.line_id, raw.origin) for raw in raws)
     for raw in raws:
-        origins.setdefault(raw.line_id, []).append(raw.origin)
-    out = []
-    for raw in raws:
-        shared = origins[raw.line_id]
+        shared = origins.get(raw.line_id, [raw.origin])
         if len(shared) > 1:
             others = ", ".join(o for o in shared if o != raw.origin) or raw.origin
-            out.append((raw, None, f"duplicate line_id {raw.line_id!r}: also used by {others}; keep one"))
+            yield raw, None, f"duplicate line_id {raw.line_id!r}: also used by {others}; keep one"
         else:
-            out.append((raw, *judge(raw, config)))
+            yield (raw, *judge(raw, config))
+
+
+def id_origins(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """line_id → the origins that claim it."""
+    out: dict[str, list[str]] = {}
+    for line_id, origin in pairs:
+        out.setdefault(line_id, []).append(origin)
     return out
 
 

@@ -255,7 +255,8 @@ def write_pseudo_gt(pages: Sequence[Path], recognizer, out_dir: Path, max_cer: f
                 folder = out_dir / stem
                 folder.mkdir(exist_ok=True)
                 name = f"{stem}_l{line.index:02d}"
-                (folder / f"{name}.png").write_bytes(encode_png(gray.crop(line.box)))
+                # The very crop the recognizer reads at inference (pad of paper, straightened on a skewed page).
+                (folder / f"{name}.png").write_bytes(encode_png(result.lines[line.index].box.crop(gray)))
                 (folder / f"{name}.gt.txt").write_text(line.pseudo_gt + "\n", encoding="utf-8")
                 summary["kept"] += 1
                 summary["kept_chars"] += len(line.pseudo_gt)

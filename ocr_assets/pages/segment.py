@@ -373,7 +373,7 @@ def segment_lines(page: Image.Image, min_gap: int | None = None, deskew: bool = 
     straightened page and reported as bounding boxes on the page given (their crops come out straight)."""
     gray = page.convert("L")
     arr = np.asarray(gray)
-    if arr.size == 0:
+    if min(arr.shape, default=0) < 8:  # no line of text fits (and the 5-row filters below need room)
         return []
     # Ink is the dark class; a grey watermark or show-through sits between paper and ink, so the cut never goes
     # above 110 (Otsu alone put it at ~150 on the watermarked periodical pages and joined lines through the mark).

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import posixpath
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import fsspec
 from ocr_assets.settings import data_root
 
 INBOX_ENV = "OCR_ASSETS_INBOX"
+SETTLE_ENV = "OCR_ASSETS_INBOX_SETTLE_S"
 SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf")
 MAX_SCAN_BYTES = 256 * 1024 * 1024  # a 600-dpi A3 colour TIFF is ~100 MB; beyond this it is not a page scan
 KEY_CHARS = 16  # 64 bits of SHA-256: collisions are negligible for any real archive, keys stay readable
@@ -82,16 +84,27 @@ def digest_file(fs, path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def list_scans(url: str, cache: dict | None = None) -> tuple[list[Scan], list[Refusal], dict]:
+def settle_seconds() -> float:
+    """How long a file must stay unchanged before it counts as arrived ($OCR_ASSETS_INBOX_SETTLE_S, default 10):
+    a scanner or a copy still writing it would otherwise be hashed half-written."""
+    return float(os.environ.get(SETTLE_ENV, "10"))
+
+
+def list_scans(url: str, cache: dict | None = None, budget_s: float | None = None,
+               now: float | None = None) -> tuple[list[Scan], list[Refusal], dict]:
     """Every scan in the inbox (one per distinct content), the refused files, and the updated hash cache.
 
-    `cache` maps path → [size, mtime, digest]; files whose size and mtime are unchanged are not re-read.
+    `cache` maps path → [size, mtime, digest]; files whose size and mtime are unchanged are not re-read. Files
+    modified within the settle time, files that cannot be read this time, and files left unhashed when
+    `budget_s` runs out are left for a later call (not refused: nothing about them is final yet).
     """
     fs, root = _filesystem(url)
     cache = dict(cache or {})
     scans: dict[str, Scan] = {}
     refused: list[Refusal] = []
     fresh: dict = {}
+    started, now = time.monotonic(), time.time() if now is None else now
+    settle = settle_seconds()
     for path, info in sorted(fs.find(root, detail=True, withdirs=False).items()):
         rel = posixpath.relpath(path, root)
         if any(part.startswith(".") for part in rel.split("/")):
@@ -104,16 +117,29 @@ def list_scans(url: str, cache: dict | None = None) -> tuple[list[Scan], list[Re
         if suffix not in SCAN_SUFFIXES:
             refused.append(Refusal(rel, f"not a scan: suffix {suffix or '(none)'!r}; allowed {list(SCAN_SUFFIXES)}"))
             continue
+        mtime = info.get("mtime") or info.get("LastModified") or info.get("created") or 0
+        if hasattr(mtime, "timestamp"):
+            mtime = mtime.timestamp()
+        mtime = mtime if isinstance(mtime, (int, float)) else str(mtime)
+        if isinstance(mtime, (int, float)) and mtime and now - mtime < settle:
+            continue  # still being written, perhaps: taken once it has settled
         if size == 0:
             refused.append(Refusal(rel, "empty file (0 bytes)"))
             continue
         if size > MAX_SCAN_BYTES:
             refused.append(Refusal(rel, f"file of {size} bytes exceeds the {MAX_SCAN_BYTES}-byte scan limit"))
             continue
-        mtime = info.get("mtime") or info.get("LastModified") or info.get("created") or 0
-        mtime = mtime if isinstance(mtime, (int, float)) else str(mtime)
         cached = cache.get(rel)
-        digest = cached[2] if cached and cached[0] == size and cached[1] == mtime else digest_file(fs, path)
+        if cached and cached[0] == size and cached[1] == mtime:
+            digest = cached[2]
+        elif budget_s is not None and time.monotonic() - started > budget_s:
+            continue  # out of time this tick: hashed on the next one (the cache keeps what was done)
+        else:
+            try:
+                digest = digest_file(fs, path)
+            except (OSError, PermissionError) as err:  # gone or unreadable now; one file never stops the inbox
+                refused.append(Refusal(rel, f"cannot be read now ({type(err).__name__}: {err}); tried again later"))
+                continue
         fresh[rel] = [size, mtime, digest]
         key = digest[:KEY_CHARS]
         scans.setdefault(key, Scan(key, rel, size))  # the same bytes under two names are one scan
@@ -130,7 +156,7 @@ def record_scan(scan: Scan, url: str) -> Path:
     """Remember where a scan was first seen, so its partition can find the bytes later."""
     path = manifest_dir() / f"{scan.key}.json"
     if not path.exists():
-        path.write_text(json.dumps({**asdict(scan), "inbox": url}, ensure_ascii=False))
+        path.write_text(json.dumps({**asdict(scan), "inbox": url}, ensure_ascii=False), encoding="utf-8")
     return path
 
 
@@ -138,7 +164,7 @@ def record_refusals(refusals: list[Refusal]) -> Path:
     """The inbox files refused before partitioning, with reasons (rewritten every tick: the current state)."""
     path = data_root() / "scans" / "refused.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([asdict(r) for r in refusals], ensure_ascii=False, indent=1))
+    path.write_text(json.dumps([asdict(r) for r in refusals], ensure_ascii=False, indent=1), encoding="utf-8")
     return path
 
 
@@ -147,10 +173,12 @@ def read_scan(key: str) -> tuple[bytes, Scan]:
     meta_path = manifest_dir() / f"{key}.json"
     if not meta_path.exists():
         raise InboxError(f"scan {key!r} has no manifest entry in {meta_path.parent}; the inbox sensor records it")
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     fs, root = _filesystem(meta["inbox"])
     path = inside(root, meta["path"])
     if fs.exists(path) and not _escapes_locally(fs, root, path):
+        if fs.size(path) > MAX_SCAN_BYTES:
+            raise InboxError(f"scan {meta['path']!r} grew past the {MAX_SCAN_BYTES}-byte scan limit after it was seen")
         data = fs.cat_file(path)
         if hashlib.sha256(data).hexdigest().startswith(key):
             return data, Scan(key, meta["path"], len(data))
