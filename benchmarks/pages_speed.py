@@ -9,6 +9,7 @@ Prints a Markdown table; --json OUT saves it. Model load and one warm-up page ar
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -29,11 +30,13 @@ def segment_file(path: str):
 
 
 def run_sequential(recognizer, files: list[Path]) -> float:
-    from ocr_assets.pages.ocr import read_pages
+    """As `ocr-assets pages` reads: decode, segment and read one page after the other."""
+    from ocr_assets.pages.ocr import ocr_page
 
     start = time.perf_counter()
     for f in files:
-        read_pages(recognizer, [segment_file(str(f))])
+        with Image.open(f) as img:
+            ocr_page(recognizer, img, f.name)
     return time.perf_counter() - start
 
 
@@ -44,15 +47,7 @@ def run_batched(recognizer, files: list[Path], workers: int, pages_per_batch: in
     start, reading = time.perf_counter(), 0.0
     with ProcessPoolExecutor(workers) as pool:
         segmented = pool.map(segment_file, [str(f) for f in files], chunksize=2)
-        batch = []
-        for item in segmented:
-            batch.append(item)
-            if len(batch) == pages_per_batch:
-                t = time.perf_counter()
-                read_pages(recognizer, batch, batch_size=256)
-                reading += time.perf_counter() - t
-                batch = []
-        if batch:
+        while batch := list(itertools.islice(segmented, pages_per_batch)):
             t = time.perf_counter()
             read_pages(recognizer, batch, batch_size=256)
             reading += time.perf_counter() - t
@@ -63,10 +58,9 @@ def _gpu_worker(gpu: int, files: list[str], workers: int, model: str | None, que
     """One process per GPU (CUDA_VISIBLE_DEVICES set before torch loads): batched OCR of its share of pages."""
     os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     from ocr_assets.models.loading import load_recognizer
-
-    recognizer = load_recognizer(model, device="cuda")
     from ocr_assets.pages.ocr import read_pages
 
+    recognizer = load_recognizer(model, device="cuda")
     read_pages(recognizer, [segment_file(files[0])])  # warm-up
     queue.put(("ready", gpu))
     seconds, reading = run_batched(recognizer, [Path(f) for f in files], workers)

@@ -182,6 +182,16 @@ def cmd_corpus(args) -> int:
     return 0
 
 
+def _device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """--model and --device, the same for every verb that reads with a model."""
+    p.add_argument("--model", default=None, help=MODEL_HELP)
+    _device_option(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocr-assets", description="OCR of classical Arabic print: validate, recognize, evaluate, finetune.")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -194,15 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recognize", help="OCR every line image under a folder into JSONL")
     p.add_argument("images_dir")
     p.add_argument("--out", required=True, help="JSONL output path")
-    p.add_argument("--model", default=None, help=MODEL_HELP)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _model_options(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_recognize)
 
     p = sub.add_parser("evaluate", help="score a model on a ground-truth folder (JSON: cer, cer_norm, wer, lines, lines_per_s)")
     p.add_argument("gt_dir")
-    p.add_argument("--model", default=None, help=MODEL_HELP)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _model_options(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--per-document", action="store_true", help="add per-document scores")
     p.set_defaults(func=cmd_evaluate)
@@ -214,21 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="default: chosen from the number of lines")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _device_option(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("pages", help="OCR whole printed pages: <stem>.txt, <stem>.page.xml (PAGE 2019), <stem>.alto.xml (ALTO 4)")
     p.add_argument("pages_dir")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", default=None, help=MODEL_HELP)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _model_options(p)
     p.set_defaults(func=cmd_pages)
 
     p = sub.add_parser("corpus", help="OCR the new scans of the inbox once (no Dagster daemon) and rebuild the corpus "
                        "under the data root: corpus.txt, corpus.jsonl, review.jsonl, quarantine.json")
     p.add_argument("--inbox", default=None, help="folder or fsspec URL (default: $OCR_ASSETS_INBOX or <data root>/inbox)")
-    p.add_argument("--model", default=None, help=MODEL_HELP)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _model_options(p)
     p.set_defaults(func=cmd_corpus)
 
     p = sub.add_parser("pretrain", help="pretrain a compact recognizer on synthetic lines (+ GT folders); for multi-GPU "
@@ -243,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--init", default=None, help="start from this model instead of from scratch")
     p.add_argument("--model-config", default="{}", help="JSON overrides of CompactOCRConfig (from scratch only)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _device_option(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("serve", help="REST server (mlflow models serve) for a registered model: POST /invocations "

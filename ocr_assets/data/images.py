@@ -151,7 +151,3 @@ def iter_frames(data: bytes, *, max_frames: int = 2000, max_pixels: int = MAX_PI
         # TypeError: Pillow's TIFF reader on a truncated file ("Missing dimensions").
         raise ImageRejected(f"image data is truncated or corrupt ({err}); re-export the image") from err
 
-
-def decode_frames(data: bytes, *, max_frames: int = 2000, max_pixels: int = MAX_PIXELS) -> list[Image.Image]:
-    """All frames at once (small files); `iter_frames` for scans."""
-    return list(iter_frames(data, max_frames=max_frames, max_pixels=max_pixels))

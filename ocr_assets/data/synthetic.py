@@ -144,7 +144,7 @@ def _otsu(gray: np.ndarray) -> int:
     return int(np.argmax(between))
 
 
-def _scan(alpha: np.ndarray, rng: random.Random, nrng: np.random.Generator, deg: Degradation) -> Image.Image:
+def scan_effects(alpha: np.ndarray, rng: random.Random, nrng: np.random.Generator, deg: Degradation) -> Image.Image:
     """Coverage in [0, 1] to a scanned-looking grey image: paper, ink, blur, noise, binarisation, JPEG."""
     s = deg.strength
     h, w = alpha.shape
@@ -237,15 +237,15 @@ def render_line(
     band = slice(max(0, math.floor((y0 - top) * scale)), math.ceil((y1 - top) * scale) + 1)
     for _ in range(3):
         nrng = np.random.default_rng(rng.getrandbits(64))
-        image = _scan(_inking(alpha, rng, deg), rng, nrng, deg)
+        image = scan_effects(ink_effects(alpha, rng, deg), rng, nrng, deg)
         if _legible(alpha[band], np.asarray(image)[band]):
             return image
         # Too faint, thin or noisy to read: the label would lie. Degrade more gently.
         deg = dataclasses.replace(deg, strength=deg.strength / 2)
-    return _scan(alpha, rng, np.random.default_rng(rng.getrandbits(64)), Degradation(strength=0.0))
+    return scan_effects(alpha, rng, np.random.default_rng(rng.getrandbits(64)), Degradation(strength=0.0))
 
 
-def _inking(alpha: np.ndarray, rng: random.Random, deg: Degradation) -> np.ndarray:
+def ink_effects(alpha: np.ndarray, rng: random.Random, deg: Degradation) -> np.ndarray:
     """Stroke weight as presses vary it: gamma on the coverage, ink spread (bleed) or erosion (worn type)."""
     s = min(deg.strength, 1)
     alpha = alpha ** (1 + rng.uniform(-1, 1) * deg.stroke_gamma * s)

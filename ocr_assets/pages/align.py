@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 
 from rapidfuzz.distance import Levenshtein
 
+from ocr_assets.metrics import line_cer
 from ocr_assets.text import TASHKEEL, TATWEEL, normalize, strip_tashkeel
 
 _DROPPED = frozenset(TASHKEEL + TATWEEL)
@@ -193,13 +194,6 @@ class AlignedLine:
     kept: bool
 
 
-def local_cer(pseudo_gt: str, hypothesis: str) -> float:
-    ref, hyp = strip_tashkeel(pseudo_gt), strip_tashkeel(hypothesis)
-    if not ref:
-        return 0.0 if not hyp else 1.0
-    return Levenshtein.distance(ref, hyp) / len(ref)
-
-
 def align_page(hypotheses: Sequence[str], transcript: str, boxes: Sequence | None = None, max_cer: float = MAX_CER,
                min_anchor: float = MIN_ANCHOR) -> tuple[list[AlignedLine], Alignment]:
     """Per line: crop box, pseudo ground truth, local CER_norm, kept (cer <= max_cer and some text)."""
@@ -209,7 +203,7 @@ def align_page(hypotheses: Sequence[str], transcript: str, boxes: Sequence | Non
         box = boxes[k] if boxes is not None else None
         if box is not None and not isinstance(box, tuple):
             box = (int(box.x0), int(box.y0), int(box.x1), int(box.y1))
-        cer = local_cer(span.text, hyp) if span.text else 1.0
+        cer = line_cer(span.text, hyp) if span.text else 1.0
         out.append(AlignedLine(k, box, hyp, span.text, span.start, span.end, cer, bool(span.text) and cer <= max_cer))
     return out, alignment
 

@@ -309,29 +309,37 @@ def despeckle(ink: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
-def _line_boxes(ink: np.ndarray, faint: np.ndarray, min_gap: int | None) -> tuple[list[LineBox], list[tuple[int, int, int, int]]]:
-    """Line boxes top to bottom and the separator rules (y0, y1, x0, x1) on an upright page."""
+def _thicken(mask: np.ndarray, axis: int, by: int = 2) -> np.ndarray:
+    """The mask grown by `by` pixels both ways along `axis` (1: across vertical strokes, 0: across horizontal)."""
+    out = mask.copy()
+    for d in range(1, by + 1):
+        if axis == 1:
+            out[:, d:] |= mask[:, :-d]
+            out[:, :-d] |= mask[:, d:]
+        else:
+            out[d:, :] |= mask[:-d, :]
+            out[:-d, :] |= mask[d:, :]
+    return out
+
+
+def remove_frames(ink: np.ndarray) -> np.ndarray:
+    """Frame rules and page borders would join every row into one band and be read as brackets: drop columns
+    holding a vertical stroke longer than any letter (a fifth of the page) and rows holding a horizontal stroke
+    over 40 % of the width (words break at spaces), or inked over most of the page. Runs are measured on the ink
+    thickened by 2 px across the stroke, so a rule that drifts by a pixel (slight skew, low resolution) still
+    counts as one stroke; the rule's neighbouring columns/rows go with it."""
     height, width = ink.shape
-    ink = despeckle(ink)
-    # Frame rules and page borders would join every row into one band and be read as brackets: drop columns
-    # holding a vertical stroke longer than any letter (a fifth of the page) and rows holding a horizontal
-    # stroke over 40 % of the width (words break at spaces), or inked over most of the page.
-    # Runs are measured on the ink thickened by 2 px across the stroke, so a rule that drifts by a pixel (slight
-    # skew, low resolution) still counts as one stroke; the rule's neighbouring columns/rows go with it.
+    cols = (ink.mean(axis=0) > 0.35) | (longest_runs(_thicken(ink, axis=1), axis=0) > 0.2 * height)
+    rows = (ink.mean(axis=1) > 0.6) | (longest_runs(_thicken(ink, axis=0), axis=1) > 0.4 * width)
     ink = ink.copy()
-    wide = ink.copy()
-    for d in (1, 2):
-        wide[:, d:] |= ink[:, :-d]
-        wide[:, :-d] |= ink[:, d:]
-    cols = (ink.mean(axis=0) > 0.35) | (longest_runs(wide, axis=0) > 0.2 * height)
-    tall = ink.copy()
-    for d in (1, 2):
-        tall[d:, :] |= ink[:-d, :]
-        tall[:-d, :] |= ink[d:, :]
-    rows = (ink.mean(axis=1) > 0.6) | (longest_runs(tall, axis=1) > 0.4 * width)
     ink[:, np.convolve(cols, np.ones(5), mode="same") > 0] = False
     ink[np.convolve(rows, np.ones(5), mode="same") > 0, :] = False
-    rows = ink.sum(axis=1) > max(1, int(0.002 * width))
+    return ink
+
+
+def _bands_and_pitch(ink: np.ndarray) -> tuple[list[list[int]], np.ndarray, int]:
+    """Runs of inked rows, the smoothed row profile and the line pitch (baseline to baseline)."""
+    rows = ink.sum(axis=1) > max(1, int(0.002 * ink.shape[1]))
     bands, start = [], None
     for y, on in enumerate(rows):
         if on and start is None:
@@ -341,17 +349,30 @@ def _line_boxes(ink: np.ndarray, faint: np.ndarray, min_gap: int | None) -> tupl
             start = None
     if start is not None:
         bands.append([start, len(rows)])
-    if not bands:
-        return [], []
     profile = np.convolve(ink.sum(axis=1).astype(float), np.ones(3) / 3, mode="same")
+    if not bands:
+        return [], profile, 0
     heights = sorted(b - a for a, b in bands)
     # Search pitches up to a third of the page: a 600 dpi scan of large type has lines ~250 px apart.
     pitch = line_pitch(profile, high=max(160, len(profile) // 3)) or heights[len(heights) // 2]
+    return bands, profile, pitch
+
+
+def _line_boxes(ink: np.ndarray, faint: np.ndarray, min_gap: int | None) -> tuple[list[LineBox], list[tuple[int, int, int, int]]]:
+    """Line boxes top to bottom and the separator rules (y0, y1, x0, x1) on an upright page."""
+    height, width = ink.shape
+    ink = remove_frames(despeckle(ink))
+    bands, profile, pitch = _bands_and_pitch(ink)
+    if not bands:
+        return [], []
     rules = find_rules(faint, pitch)
     if rules:  # take the rules out of the ink so they neither make a line nor join two
         for y0, y1, x0, x1 in rules:
             ink[y0:y1, x0:x1] = False
-        return _line_boxes(ink, np.zeros_like(faint), min_gap)[0], rules
+        ink = despeckle(ink)  # rule ends cut off by the rectangle
+        bands, profile, pitch = _bands_and_pitch(ink)
+        if not bands:
+            return [], rules
     bands = [part for band in bands for part in split_band(band, profile, pitch)]
     single = float(np.median([b - a for a, b in bands]))
     bands = [part for band in bands for part in split_touching(band, profile, single)]

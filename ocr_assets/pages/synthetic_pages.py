@@ -10,7 +10,7 @@ pages go through `strip_tashkeel`.
 Every line is drawn on its own layer, so its box is the bounding box of its own ink (dots and tashkeel
 included, threshold `INK_LEVEL` on the coverage), measured, never estimated from font metrics. The page may
 then be turned by up to ±2° (each box becomes the axis-aligned bounding box of its line's rotated ink) and
-scan-degraded (paper, uneven inking, show-through, blur, noise, binarisation, JPEG) by the same `_scan`
+scan-degraded (paper, uneven inking, show-through, blur, noise, binarisation, JPEG) by the same `scan_effects`
 as synthetic lines. Everything is a pure function of the seed and the machine's font set.
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from ocr_assets.data.fonts import FontError, FontSpec, discover_fonts, inspect_font
-from ocr_assets.data.synthetic import Degradation, _inking, _scan
+from ocr_assets.data.synthetic import Degradation, ink_effects, scan_effects
 from ocr_assets.text import normalize, strip_tashkeel
 
 ROLES = ("header", "page-number", "body", "footnote")
@@ -512,7 +512,7 @@ def render_page(
     nrng = np.random.default_rng(rng.getrandbits(64))
     coverage = alpha.astype(np.float32) / 255.0
     if degrade:
-        coverage = _inking(coverage, rng, Degradation(strength=rng.uniform(0.3, 1.0)))
+        coverage = ink_effects(coverage, rng, Degradation(strength=rng.uniform(0.3, 1.0)))
         if rng.random() < 0.2:  # show-through of the verso: mirrored, blurred, faint
             verso = Image.fromarray(np.fliplr(alpha)).filter(ImageFilter.GaussianBlur(rng.uniform(1.5, 3.5) * scale))
             shift = round(rng.uniform(-0.02, 0.02) * height)
@@ -527,7 +527,7 @@ def render_page(
         turned = _rotate_image(Image.fromarray(np.round(coverage * 255).astype(np.uint8)), angle)
         coverage = np.asarray(turned, dtype=np.float32) / 255.0
     if degrade:
-        image = _scan(coverage, rng, nrng, Degradation(strength=rng.uniform(0.3, 1.0)))
+        image = scan_effects(coverage, rng, nrng, Degradation(strength=rng.uniform(0.3, 1.0)))
     else:
         image = Image.fromarray(np.round(255 - 255 * coverage).astype(np.uint8))
 

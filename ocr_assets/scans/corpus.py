@@ -8,7 +8,7 @@ quarantine.json, summary.json).
 from __future__ import annotations
 
 import json
-import time
+from dataclasses import asdict
 from pathlib import Path
 
 from PIL import Image
@@ -65,7 +65,7 @@ def segment_scan(key: str) -> dict:
                     boxes, error = [], f"segmentation failed: {type(err).__name__}: {err}"
                 page.save(out / name)
                 layout["pages"].append({"page": index, "image": name, "width": page.width, "height": page.height,
-                                        "lines": [[b.x0, b.y0, b.x1, b.y1, b.role, b.skew, b.inner, b.pad] for b in boxes],
+                                        "lines": [asdict(b) for b in boxes],
                                         "error": error})
         except Exception as err:  # noqa: BLE001 - unreadable content is quarantined with its reason
             layout.update(status="quarantined", reason=f"{type(err).__name__}: {err}", pages=[])
@@ -99,14 +99,13 @@ def ocr_scans(keys: list[str], recognizer: Recognizer, batch_size: int = 64, pro
     layouts = [load_layout(k) for k in keys]
     jobs = [(layout, page) for layout in layouts for page in layout["pages"]]
     stats = {layout["key"]: {"lines": 0, "chars": 0, "conf_sum": 0.0, "weight": 0} for layout in layouts}
-    started = time.perf_counter()
     for start in range(0, len(jobs), PAGES_PER_BATCH):
         chunk = jobs[start : start + PAGES_PER_BATCH]
         pages = []
         for layout, page in chunk:
             with Image.open(layout_dir(layout["key"]) / page["image"]) as img:
                 gray = img.convert("L")
-            boxes = [LineBox(*b[:5], skew=b[5], inner=tuple(b[6]) if b[6] else None, pad=b[7]) for b in page["lines"]]
+            boxes = [LineBox(**{**b, "inner": tuple(b["inner"]) if b["inner"] else None}) for b in page["lines"]]
             pages.append((_page_name(layout, page), gray, boxes))
         for (layout, page), result in zip(chunk, read_pages(recognizer, pages, batch_size=batch_size)):
             write_page(result, scan_output_dir(layout["key"]), f"p{page['page']:04d}",
@@ -119,7 +118,6 @@ def ocr_scans(keys: list[str], recognizer: Recognizer, batch_size: int = 64, pro
                 s["weight"] += max(len(line.text), 1)
         if progress:
             progress(min(start + PAGES_PER_BATCH, len(jobs)), len(jobs))
-    seconds = time.perf_counter() - started
     summaries = []
     for layout in layouts:
         s = stats[layout["key"]]
@@ -132,8 +130,6 @@ def ocr_scans(keys: list[str], recognizer: Recognizer, batch_size: int = 64, pro
         out.mkdir(parents=True, exist_ok=True)
         (out / "scan.json").write_text(json.dumps(summary, ensure_ascii=False), encoding="utf-8")
         summaries.append(summary)
-    if summaries:
-        summaries[0]["batch_seconds"] = round(seconds, 3)
     return summaries
 
 
