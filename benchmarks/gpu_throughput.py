@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ocr_assets.models.compact.recognizer import collate_lines, greedy_decode, prepare_line
-from ocr_assets.models.loading import load_recognizer
+from ocr_assets.models.resolve import load_recognizer
 
 
 class Lines(Dataset):

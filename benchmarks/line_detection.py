@@ -3,12 +3,12 @@
     nice -n 10 .venv/bin/python benchmarks/line_detection.py [--pages 50] [--seed 0] [--dpi 300] [--clean]
         [--iou 0.5] [--json OUT]
 
-Pages come from `ocr_assets.pages.synthetic_pages.render_page` (seeds seed..seed+pages-1: header, page
+Pages come from `ocr_assets.synth.pages.render_page` (seeds seed..seed+pages-1: header, page
 number, justified body, footnotes, up to ±2° skew, scan degradation unless --clean). Predicted and GT boxes
 are matched one-to-one at IoU >= --iou (greedy, best IoU first); precision, recall and F1 are pooled over
 all lines of the slice, mean IoU is over matched pairs. Per role, a false positive counts against the role
 of the GT line it overlaps most ("none" when it touches no line). Unmatched GT lines are sorted by cause
-(`ocr_assets.pages.metrics.miss_kind`): merged (its box also holds another GT line), loose (its box holds
+(`benchmarks.pagekit.metrics.miss_kind`): merged (its box also holds another GT line), loose (its box holds
 it alone but is too large), split (cut over two or more boxes), partial, missed. Bilevel pages (a
 binarised scan: two grey levels) and greyscale pages are reported apart. When the
 predicted boxes carry a `role`, role accuracy on matched lines is reported too. Timing is `segment_lines`
@@ -26,9 +26,9 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from ocr_assets.pages.metrics import DetectionScore, as_box, intersection, match_boxes, miss_kind
+from benchmarks.pagekit.metrics import DetectionScore, as_box, intersection, match_boxes, miss_kind
 from ocr_assets.pages.segment import segment_lines
-from ocr_assets.pages.synthetic_pages import ROLES, render_page
+from ocr_assets.synth.pages import ROLES, render_page
 
 CAUSES = ("merged", "loose", "split", "partial", "missed")
 

@@ -5,9 +5,9 @@ Pages joined to one line, spaces collapsed; CER_norm also strips tashkeel (DESIG
     .venv/bin/python benchmarks/pages_dev.py [--pages 10] [--model DIR]
 
 Adaptation to the periodical (train and test pages disjoint): the first N pages (sorted by name) are read with
-the base model, their lines aligned to the page transcriptions (`ocr_assets.pages.align`), the lines that agree
+the base model, their lines aligned to the page transcriptions (`benchmarks.pagekit.align`), the lines that agree
 (local CER_norm <= --max-cer) written as a pseudo ground-truth folder and the base LoRA fine-tuned on it
-(`ocr_assets.training.finetune_gt_dir`, CPU); --rounds 2 re-reads the train pages with the adapted model, aligns
+(`ocr_assets.training.finetune.finetune_gt_dir`, CPU); --rounds 2 re-reads the train pages with the adapted model, aligns
 again and fine-tunes the base once more on the new folder. The other pages are the test set: base, adapted and
 Tesseract are scored on them only (no threshold or setting is chosen on them).
 
@@ -68,9 +68,9 @@ def adapt(train: list[Path], base: str | None, out: Path, rounds: int, max_cer: 
 
     The pseudo ground truth (crops and text of the shared pages) lives in a temporary folder unless `keep_gt`
     names one: shared data is not copied into the data root by default."""
-    from ocr_assets.models.loading import load_recognizer
-    from ocr_assets.pages.align import write_pseudo_gt
-    from ocr_assets.training import FinetuneSettings, finetune_gt_dir
+    from ocr_assets.models.resolve import load_recognizer
+    from benchmarks.pagekit.align import write_pseudo_gt
+    from ocr_assets.training.finetune import FinetuneSettings, finetune_gt_dir
 
     out.mkdir(parents=True, exist_ok=True)
     reader, log, models = base, [], []

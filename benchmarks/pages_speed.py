@@ -57,7 +57,7 @@ def run_batched(recognizer, files: list[Path], workers: int, pages_per_batch: in
 def _gpu_worker(gpu: int, files: list[str], workers: int, model: str | None, queue) -> None:
     """One process per GPU (CUDA_VISIBLE_DEVICES set before torch loads): batched OCR of its share of pages."""
     os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    from ocr_assets.models.loading import load_recognizer
+    from ocr_assets.models.resolve import load_recognizer
     from ocr_assets.pages.ocr import read_pages
 
     recognizer = load_recognizer(model, device="cuda")
@@ -109,7 +109,7 @@ def run_multi_gpu(files: list[Path], gpus: int, model: str | None) -> dict:
 
 
 def main() -> None:
-    from ocr_assets.models.loading import load_recognizer
+    from ocr_assets.models.resolve import load_recognizer
     from ocr_assets.settings import shared_data_dir
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

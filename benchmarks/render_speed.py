@@ -20,8 +20,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from PIL import Image
 
-from ocr_assets.data.fonts import discover_fonts
-from ocr_assets.data.synthetic import SHARD_COLUMNS, render_shard
+from ocr_assets.synth.fonts import discover_fonts
+from ocr_assets.synth.lines import SHARD_COLUMNS, render_shard
 
 
 def _digest(table) -> str:

@@ -1,6 +1,6 @@
 """Vocalised text: CER with tashkeel kept, on fully vocalised synthetic lines in a font left out of training.
 
-The font (ocr_assets.pretrain.HELDOUT_FONTS, Scheherazade) never appeared in pretraining; the lines are rendered
+The font (ocr_assets.training.pretrain.HELDOUT_FONTS, Scheherazade) never appeared in pretraining; the lines are rendered
 here with a seed the pretraining never used. Ours (the shipped model, CPU) beside Tesseract --psm 13, same files.
 
     .venv/bin/python benchmarks/vocalised.py [--lines 200] [--model DIR]
@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import tesseract_many, tesseract_version  # noqa: E402
 
 from ocr_assets import metrics  # noqa: E402
-from ocr_assets.data.fonts import discover_fonts  # noqa: E402
-from ocr_assets.data.synthetic import iter_synthetic_lines  # noqa: E402
-from ocr_assets.models.loading import load_recognizer  # noqa: E402
-from ocr_assets.pretrain import HELDOUT_FONTS  # noqa: E402
+from ocr_assets.synth.fonts import discover_fonts  # noqa: E402
+from ocr_assets.synth.lines import iter_synthetic_lines  # noqa: E402
+from ocr_assets.models.resolve import load_recognizer  # noqa: E402
+from ocr_assets.training.pretrain import HELDOUT_FONTS  # noqa: E402
 
 
 def main() -> None:

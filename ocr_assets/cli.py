@@ -7,16 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+from ocr_assets.errors import OcrAssetsError, UsageError
+
 MODEL_HELP = "model directory, models:/NAME@ALIAS from the MLflow registry, or omitted for the shipped default"
 
 
 def _fail(message: str, code: int = 2) -> int:
     print(f"ocr-assets: error: {message}", file=sys.stderr)
     return code
-
-
-class UsageError(Exception):
-    """A bad argument: reported as one line, exit 2."""
 
 
 def _folder(value: str, name: str) -> Path:
@@ -48,8 +46,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_recognize(args) -> int:
-    from ocr_assets.models.loading import load_recognizer
-    from ocr_assets.ocr import recognize_dir
+    from ocr_assets.models.resolve import load_recognizer
+    from ocr_assets.reading import recognize_dir
 
     root = _folder(args.images_dir, "IMAGES_DIR")
     recognizer = load_recognizer(args.model, device=args.device)
@@ -65,8 +63,8 @@ def cmd_recognize(args) -> int:
 def cmd_evaluate(args) -> int:
     from ocr_assets.data.gt_folder import iter_gt_folder
     from ocr_assets.data.validation import validate_lines
-    from ocr_assets.evaluation import evaluate_pairs
-    from ocr_assets.models.loading import load_recognizer
+    from ocr_assets.evaluation.evaluate import evaluate_pairs
+    from ocr_assets.models.resolve import load_recognizer
 
     gt_dir = _folder(args.gt_dir, "GT_DIR")
     pairs, quarantine = validate_lines(iter_gt_folder(gt_dir))
@@ -84,7 +82,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from ocr_assets.training import FinetuneSettings, finetune_gt_dir
+    from ocr_assets.training.finetune import FinetuneSettings, finetune_gt_dir
 
     gt_dir = _folder(args.train_gt_dir, "TRAIN_GT_DIR")
     settings = FinetuneSettings(epochs=args.epochs, rank=args.rank, learning_rate=args.lr, device=args.device)
@@ -95,8 +93,8 @@ def cmd_finetune(args) -> int:
 
 def cmd_pages(args) -> int:
     from ocr_assets.data.images import decode_line_image
-    from ocr_assets.models.loading import load_recognizer
-    from ocr_assets.ocr import find_images
+    from ocr_assets.models.resolve import load_recognizer
+    from ocr_assets.reading import find_images
     from ocr_assets.pages.ocr import ocr_page, write_page
 
     root = _folder(args.pages_dir, "PAGES_DIR")
@@ -121,7 +119,7 @@ def cmd_pages(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from ocr_assets.pretrain import pretrain
+    from ocr_assets.training.pretrain import pretrain
 
     info = pretrain(Path(args.out), synthetic_lines=args.synthetic, seed=args.seed, gt_folders=tuple(args.gt),
                     real_repeat=args.real_repeat, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
@@ -134,7 +132,7 @@ def cmd_pretrain(args) -> int:
 def cmd_serve(args) -> int:
     import signal
 
-    from ocr_assets.serving import ServingError, base_url, check_host, start_server, stop_server, wait_ready
+    from ocr_assets.serving.server import ServingError, base_url, check_host, start_server, stop_server, wait_ready
 
     try:
         check_host(args.host, args.allow_remote)
@@ -169,9 +167,9 @@ def cmd_serve(args) -> int:
 
 
 def cmd_corpus(args) -> int:
-    from ocr_assets.models.loading import load_recognizer
-    from ocr_assets.scans.corpus import process_inbox
-    from ocr_assets.scans.inbox import inbox_url
+    from ocr_assets.models.resolve import load_recognizer
+    from ocr_assets.corpus.build import process_inbox
+    from ocr_assets.corpus.inbox import inbox_url
 
     url = args.inbox or inbox_url()
     recognizer = load_recognizer(args.model, device=args.device)

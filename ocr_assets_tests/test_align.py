@@ -6,12 +6,12 @@ import unicodedata
 from PIL import Image
 
 from ocr_assets import metrics
-from ocr_assets.data.fonts import book_faces, discover_fonts
+from ocr_assets.synth.fonts import book_faces, discover_fonts
 from ocr_assets.data.gt_folder import iter_gt_folder
-from ocr_assets.data.synthetic import render_line
+from ocr_assets.synth.lines import render_line
 from ocr_assets.data.validation import validate_lines
-from ocr_assets.models.loading import load_recognizer
-from ocr_assets.pages.align import align_lines, align_page, write_pseudo_gt
+from ocr_assets.models.resolve import load_recognizer
+from benchmarks.pagekit.align import align_lines, align_page, write_pseudo_gt
 from ocr_assets.text import normalize
 
 TRANSCRIPT = ("قال أبو عثمان في كتاب الحيوان وكذلك إن تكلّم بلغة واحدة حدثنا محمد بن عبد الله سنة ٢٤١ "

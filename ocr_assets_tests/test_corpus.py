@@ -11,7 +11,7 @@ from PIL import Image
 
 from ocr_assets import metrics
 from ocr_assets.pages.schemas import validate_alto_xml, validate_page_xml
-from ocr_assets.scans.inbox import InboxError, inside, list_scans
+from ocr_assets.corpus.inbox import InboxError, inside, list_scans
 from ocr_assets_tests.test_pages import LINES, render_page
 
 OTHER = ["وقال الشافعي في كتاب الأم", "حدثنا أحمد بن حنبل"]
@@ -68,7 +68,7 @@ def _tick(defs, instance, cursor, before_runs=None):
 
 @pytest.mark.timeout(900)
 def test_inbox_to_corpus(inbox, tmp_path):
-    from ocr_assets.definitions import build_defs
+    from ocr_assets.defs.definitions import build_defs
 
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -176,7 +176,7 @@ def test_any_fsspec_url_is_an_inbox(tmp_path, monkeypatch):
     """An in-memory fsspec filesystem stands in for object storage: listed, hashed, read back by key."""
     import fsspec
 
-    from ocr_assets.scans.inbox import read_scan, record_scan
+    from ocr_assets.corpus.inbox import read_scan, record_scan
 
     monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", str(tmp_path / "root"))
     monkeypatch.setenv("OCR_ASSETS_INBOX_SETTLE_S", "0")
@@ -206,8 +206,8 @@ def test_corpus_reads_with_the_registry_champion_when_there_is_one(tmp_path, mon
     import mlflow
 
     from ocr_assets import registry
-    from ocr_assets.assets.corpus import corpus_model
-    from ocr_assets.models.loading import load_recognizer, shipped_model_dir
+    from ocr_assets.defs.assets.corpus import corpus_model
+    from ocr_assets.models.resolve import load_recognizer, shipped_model_dir
     from ocr_assets.pages.ocr import ocr_page
 
     monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", str(tmp_path / "root"))
@@ -233,7 +233,7 @@ def test_corpus_reads_with_the_registry_champion_when_there_is_one(tmp_path, mon
 
 @pytest.mark.timeout(600)
 def test_a_scan_gone_at_run_time_is_retried_when_back_and_never_freezes_the_corpus(inbox, tmp_path):
-    from ocr_assets.definitions import build_defs
+    from ocr_assets.defs.definitions import build_defs
 
     defs = build_defs()
     render_page()[0].save(inbox / "a.png")

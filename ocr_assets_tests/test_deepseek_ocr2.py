@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ocr_assets.models import deepseek_ocr1_unsloth as v1
-from ocr_assets.models import deepseek_ocr2 as ds
+from ocr_assets.models.deepseek import ocr1_unsloth as v1
+from ocr_assets.models.deepseek import ocr2 as ds
 from ocr_assets.models.base import LoraSettings, ModelError, ModelNotFoundError, TrainConfig
 
 LINES = ["بسم الله الرحمن الرحيم", "قال أبو عبد الله رحمه الله", "وهذا باب في معرفة الأسماء"]

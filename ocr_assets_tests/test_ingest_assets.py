@@ -6,7 +6,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from ocr_assets.assets.ingest import RawLineSources, ingest_assets, ingest_checks, iter_sources
+from ocr_assets.defs.assets.ingest import RawLineSources, ingest_assets, ingest_checks, iter_sources
 from ocr_assets.data import store
 from ocr_assets.settings import ENV_DATA_ROOT, shared_data_dir
 from ocr_assets_tests.test_images import render_line, write_pair

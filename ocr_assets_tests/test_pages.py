@@ -83,10 +83,10 @@ def test_pages_cli_writes_text_page_and_alto(tmp_path):
 def test_skewed_page_is_straightened_with_roles_and_read(skew):
     """A synthetic page turned by `skew` degrees: lines found as boxes on the turned page, straightened crops read
     as well as upright ones, header / page number / footnotes told apart."""
-    from ocr_assets.models.loading import load_recognizer
-    from ocr_assets.pages.metrics import match_boxes, score_lines
+    from ocr_assets.models.resolve import load_recognizer
+    from benchmarks.pagekit.metrics import match_boxes, score_lines
     from ocr_assets.pages.segment import estimate_skew
-    from ocr_assets.pages.synthetic_pages import render_page
+    from ocr_assets.synth.pages import render_page
 
     page = render_page(3, skew=skew, header=True, page_number=True, footnotes=True, degrade=False)
     gray = page.image.convert("L")
@@ -105,7 +105,7 @@ def test_skewed_page_is_straightened_with_roles_and_read(skew):
 
 def test_word_boxes_follow_the_ink_of_each_word_right_to_left():
     """Word boxes come from where the recognizer placed each character (CTC frames), not from character shares."""
-    from ocr_assets.models.loading import load_recognizer
+    from ocr_assets.models.resolve import load_recognizer
     from ocr_assets.pages.ocr import ocr_page
 
     page, _ = render_page()

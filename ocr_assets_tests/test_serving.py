@@ -58,8 +58,8 @@ def _post(url: str, body: dict, timeout: float = 240) -> tuple[int, dict | str]:
 
 @pytest.fixture(scope="module")
 def rendered():
-    from ocr_assets.data.fonts import discover_fonts
-    from ocr_assets.data.synthetic import render_line
+    from ocr_assets.synth.fonts import discover_fonts
+    from ocr_assets.synth.lines import render_line
 
     fonts = {f.name: f for f in discover_fonts()}
     if "Amiri-Regular" not in fonts:
@@ -83,7 +83,7 @@ def registry_root(tmp_path_factory):
     import mlflow
 
     from ocr_assets import registry
-    from ocr_assets.models.loading import shipped_model_dir
+    from ocr_assets.models.resolve import shipped_model_dir
 
     root = tmp_path_factory.mktemp("serving")
     previous_uri, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
@@ -106,7 +106,7 @@ def registry_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(registry_root):
-    from ocr_assets.serving import start_server, stop_server, wait_ready
+    from ocr_assets.serving.server import start_server, stop_server, wait_ready
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -216,7 +216,7 @@ def test_an_over_cap_request_is_refused_as_a_whole(server):
 
 def test_serving_binds_loopback_unless_told_otherwise():
     from ocr_assets.cli import main
-    from ocr_assets.serving import serve_command
+    from ocr_assets.serving.server import serve_command
 
     cmd = serve_command(MODEL_URI, 5001)
     assert cmd[1:] == ["-m", "mlflow", "models", "serve", "-m", MODEL_URI, "--env-manager", "local",
@@ -232,7 +232,7 @@ def test_serving_binds_loopback_unless_told_otherwise():
 @pytest.mark.timeout(600)
 def test_cli_serve_answers_and_stops_on_sigterm(registry_root, rendered):
     """`ocr-assets serve` end to end: ready line on stderr, a line read over HTTP, SIGTERM takes the server down."""
-    from ocr_assets.serving import wait_ready
+    from ocr_assets.serving.server import wait_ready
 
     line, _ = rendered
     port = _free_port()
@@ -276,7 +276,7 @@ def test_decoded_pixels_per_request_are_capped_row_by_row():
     instead of being held in memory, and the rows before it are still read."""
     import pandas as pd
 
-    from ocr_assets.models.loading import load_recognizer
+    from ocr_assets.models.resolve import load_recognizer
     from ocr_assets.registry import MAX_REQUEST_PIXELS, OcrPyfuncModel
 
     buf = io.BytesIO()

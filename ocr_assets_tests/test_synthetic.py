@@ -7,7 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from ocr_assets.data import corpus, fonts, synthetic
+from ocr_assets.synth import text as corpus
+from ocr_assets.synth import fonts
+from ocr_assets.synth import lines as synthetic
 from ocr_assets.data.records import RawLine
 from ocr_assets.text import TASHKEEL, has_tashkeel, normalize, strip_tashkeel
 

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from ocr_assets.data.fonts import discover_fonts
-from ocr_assets.pages.metrics import DetectionScore, iou, match_boxes, miss_kind, score_lines
+from ocr_assets.synth.fonts import discover_fonts
+from benchmarks.pagekit.metrics import DetectionScore, iou, match_boxes, miss_kind, score_lines
 from ocr_assets.pages.segment import LineBox, segment_lines
-from ocr_assets.pages.synthetic_pages import (BOOK_TITLES, ROLES, PageLine, read_page_lines, render_page,
+from ocr_assets.synth.pages import (BOOK_TITLES, ROLES, PageLine, read_page_lines, render_page,
                                               write_pages)
 from ocr_assets.text import TASHKEEL, strip_tashkeel
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def platform(tmp_path, monkeypatch):
     monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", str(tmp_path / "var"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    from ocr_assets.definitions import build_defs
+    from ocr_assets.defs.definitions import build_defs
 
     return build_defs("local"), tmp_path
 
@@ -36,7 +36,7 @@ def _run_config(lora_epochs: int, register: bool = True) -> dict:
 
 
 def test_main_job_trains_finetunes_evaluates_and_registers(platform):
-    from ocr_assets.data.fonts import discover_fonts
+    from ocr_assets.synth.fonts import discover_fonts
 
     if not any(f.name in HELDOUT for f in discover_fonts()):
         pytest.skip("the held-out Scheherazade faces are not installed (Debian: fonts-sil-scheherazade)")

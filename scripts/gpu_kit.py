@@ -58,7 +58,7 @@ def real_lines(shared: Path, out: Path) -> None:
 
 
 def fonts(out: Path) -> None:
-    from ocr_assets.data.fonts import discover_fonts
+    from ocr_assets.synth.fonts import discover_fonts
 
     dest = out / "fonts"
     dest.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ time .venv/bin/dagster job execute -m ocr_assets.definitions -j main_job
 # inbox sensor turns them into partitions and OCRs them once the UI's daemon runs.
 export OCR_ASSETS_INBOX="${OCR_ASSETS_INBOX:-$OCR_ASSETS_DATA_ROOT/inbox}"
 mkdir -p "$OCR_ASSETS_INBOX"
-.venv/bin/python -c "import sys; from ocr_assets.pages.synthetic_pages import render_page
+.venv/bin/python -c "import sys; from ocr_assets.synth.pages import render_page
 for seed in (1, 2, 3): render_page(seed).image.save(f'{sys.argv[1]}/sample-page-{seed}.png')" "$OCR_ASSETS_INBOX"
 if [ "${OCR_ASSETS_NO_UI:-0}" = 1 ]; then
   # The same library, once, without the daemon (pages just written: no settle wait): corpus under the data root.

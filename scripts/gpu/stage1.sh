@@ -4,9 +4,9 @@
 set -euo pipefail
 source scripts/gpu/env.sh
 LINES=${1:-60000}; EPOCHS=${2:-8}; CPUS=$(nproc)
-python3 -m ocr_assets.pretrain render --out $W/synth/s0.parquet --count "$LINES" --seed 10 --workers "$CPUS"
-python3 -m ocr_assets.pretrain render --out $W/val/synth_val.parquet --count 1500 --seed 2 --workers "$CPUS"
-python3 -m ocr_assets.pretrain render --out $W/heldout/vocalised.parquet --count 1000 --seed 3 --workers "$CPUS" \
+python3 -m ocr_assets.training.pretrain render --out $W/synth/s0.parquet --count "$LINES" --seed 10 --workers "$CPUS"
+python3 -m ocr_assets.training.pretrain render --out $W/val/synth_val.parquet --count 1500 --seed 2 --workers "$CPUS"
+python3 -m ocr_assets.training.pretrain render --out $W/heldout/vocalised.parquet --count 1000 --seed 3 --workers "$CPUS" \
   --vocalised-fraction 1.0 --exclude-fonts "" --only-fonts Scheherazade-Regular,Scheherazade-Bold
 timeout "${TRAIN_SECONDS:-300}" torchrun --standalone --nproc_per_node="$NGPU" -m ocr_assets.models.compact.train \
   --train $W/synth --val $W/val --out $W/stage1 --epochs "$EPOCHS" --batch-size 128 --lr 1.5e-3 \

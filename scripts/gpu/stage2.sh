@@ -5,9 +5,9 @@
 set -euo pipefail
 source scripts/gpu/env.sh
 CPUS=$(nproc); INIT=${INIT:-$KIT/stage1}; EPOCHS=${1:-5}; SECONDS_LIMIT=${2:-330}
-python3 -m ocr_assets.pretrain render --out $W/mix/mix.parquet --count 16000 --seed 20 --workers "$CPUS"
-[ -f $W/val/synth_val.parquet ] || python3 -m ocr_assets.pretrain render --out $W/val/synth_val.parquet --count 600 --seed 2 --workers "$CPUS"
-[ -f $W/heldout/vocalised.parquet ] || python3 -m ocr_assets.pretrain render --out $W/heldout/vocalised.parquet --count 1000 --seed 3 \
+python3 -m ocr_assets.training.pretrain render --out $W/mix/mix.parquet --count 16000 --seed 20 --workers "$CPUS"
+[ -f $W/val/synth_val.parquet ] || python3 -m ocr_assets.training.pretrain render --out $W/val/synth_val.parquet --count 600 --seed 2 --workers "$CPUS"
+[ -f $W/heldout/vocalised.parquet ] || python3 -m ocr_assets.training.pretrain render --out $W/heldout/vocalised.parquet --count 1000 --seed 3 \
   --workers "$CPUS" --vocalised-fraction 1.0 --exclude-fonts "" --only-fonts Scheherazade-Regular,Scheherazade-Bold
 python3 scripts/gpu/make_folds.py $KIT/real $W/folds
 FOLDS=$(ls $W/folds); N=$(echo $FOLDS | wc -w); i=0

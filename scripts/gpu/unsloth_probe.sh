@@ -14,7 +14,7 @@ try:
     print("FastVisionModel", FastVisionModel)
 except Exception:
     traceback.print_exc()
-from ocr_assets.models.deepseek_ocr1_unsloth import UnslothDeepseekOcrRecognizer
+from ocr_assets.models.deepseek.ocr1_unsloth import UnslothDeepseekOcrRecognizer
 try:
     UnslothDeepseekOcrRecognizer.from_pretrained("unsloth/DeepSeek-OCR", trust_remote_code=True)
 except Exception as exc:

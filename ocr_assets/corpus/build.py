@@ -16,8 +16,8 @@ from PIL import Image
 from ocr_assets.models.base import Recognizer
 from ocr_assets.pages.ocr import read_pages, write_page
 from ocr_assets.pages.segment import LineBox, segment_lines
-from ocr_assets.scans.inbox import InboxError, manifest_dir, read_scan
-from ocr_assets.scans.pages import scan_pages
+from ocr_assets.corpus.inbox import InboxError, manifest_dir, read_scan
+from ocr_assets.corpus.scan_pages import scan_pages
 from ocr_assets.settings import data_root
 
 PAGES_PER_BATCH = 32  # pages whose lines go through the recognizer together
@@ -179,7 +179,7 @@ def process_inbox(url: str, recognizer: Recognizer, batch_size: int = 64, progre
                   model: str = "shipped default") -> dict:
     """Without Dagster (`ocr-assets corpus`): take in the inbox's new scans, OCR them, rebuild the corpus.
     A scan counts as done once its scan.json exists, so a second call does nothing new."""
-    from ocr_assets.scans.inbox import list_scans, record_refusals, record_scan
+    from ocr_assets.corpus.inbox import list_scans, record_refusals, record_scan
 
     scans, refused, _ = list_scans(url)
     record_refusals(refused)

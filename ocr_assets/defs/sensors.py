@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from ocr_assets.assets.corpus import SCANS_PER_RUN, ocr_pages, page_lines, scan_partitions
+from ocr_assets.defs.assets.corpus import SCANS_PER_RUN, ocr_pages, page_lines, scan_partitions
 
 ocr_scans_job = dg.define_asset_job(
     "ocr_scans_job",
@@ -22,7 +22,7 @@ def scan_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
     is decided by the partitions themselves, so a renamed or re-copied file, or a restarted daemon, repeats
     nothing and skips nothing.
     """
-    from ocr_assets.scans.inbox import inbox_url, list_scans, record_refusals, record_scan
+    from ocr_assets.corpus.inbox import inbox_url, list_scans, record_refusals, record_scan
 
     cursor = json.loads(context.cursor) if context.cursor else {}
     url = inbox_url()
@@ -31,7 +31,7 @@ def scan_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
         scans, refused, cache = list_scans(url, cursor.get("hashes"), budget_s=40)
     except (FileNotFoundError, NotADirectoryError, PermissionError) as err:
         return dg.SkipReason(f"inbox {url} cannot be listed: {err}")
-    from ocr_assets.scans.corpus import layout_status
+    from ocr_assets.corpus.build import layout_status
 
     known = set(context.instance.get_dynamic_partitions(scan_partitions.name))
     new = [s for s in scans if s.key not in known]

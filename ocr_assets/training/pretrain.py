@@ -1,6 +1,6 @@
 """Pretraining recipe for the compact recognizer: render synthetic shards, then train (one GPU or torchrun DDP).
 
-    python -m ocr_assets.pretrain render --out DIR/synth.parquet --count 90000 --seed 1 --workers 16
+    python -m ocr_assets.training.pretrain render --out DIR/synth.parquet --count 90000 --seed 1 --workers 16
     torchrun --standalone --nproc_per_node=N -m ocr_assets.models.compact.train --train DIR --val ... --out RUN
 
 The font left out of every training set (for the vocalised benchmark) is HELDOUT_FONTS.
@@ -21,8 +21,8 @@ HELDOUT_FONTS = ("Scheherazade-Regular", "Scheherazade-Bold", "Scheherazade New"
 
 def render(out: Path, count: int, seed: int, workers: int, vocalised_fraction: float, exclude: tuple[str, ...],
            only: tuple[str, ...] = ()) -> dict:
-    from ocr_assets.data.fonts import discover_fonts, select_fonts
-    from ocr_assets.data.synthetic import render_shard
+    from ocr_assets.synth.fonts import discover_fonts, select_fonts
+    from ocr_assets.synth.lines import render_shard
 
     fonts = discover_fonts()
     if only:
@@ -82,7 +82,7 @@ def pretrain(out_dir: Path, synthetic_lines: int = 20000, seed: int = 1, gt_fold
     train = table.filter(pa.array([i % 50 != 0 for i in range(table.num_rows)]))
     model = None
     if init:
-        from ocr_assets.models.loading import resolve_model_dir
+        from ocr_assets.models.resolve import resolve_model_dir
 
         model = CompactOCRModel.from_pretrained(resolve_model_dir(init), dtype=torch.float32)
         add_missing_characters(model, train.column("text").to_pylist())
@@ -96,7 +96,7 @@ def pretrain(out_dir: Path, synthetic_lines: int = 20000, seed: int = 1, gt_fold
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ocr_assets.pretrain")
+    parser = argparse.ArgumentParser(prog="python -m ocr_assets.training.pretrain")
     sub = parser.add_subparsers(dest="verb", required=True)
     r = sub.add_parser("render", help="render a Parquet shard of synthetic classical lines")
     r.add_argument("--out", required=True)

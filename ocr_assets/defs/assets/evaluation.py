@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ocr_assets.assets.training import (
+from ocr_assets.defs.assets.training import (
     EvaluationConfig,
     LoraConfig,
     base_model,
@@ -18,8 +18,8 @@ from ocr_assets.settings import data_root
 
 def evaluate_split(model_dir: str | Path, device: str, split: str = "test"):
     """A model's scores on one split of the validated pairs."""
-    from ocr_assets.evaluation import evaluate_pairs
-    from ocr_assets.models.loading import load_recognizer
+    from ocr_assets.evaluation.evaluate import evaluate_pairs
+    from ocr_assets.models.resolve import load_recognizer
 
     pairs = split_pairs(split)
     if pairs.num_rows == 0:
@@ -52,7 +52,7 @@ def baseline_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResu
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig) -> dg.MaterializeResult:
     """Fine-tuned vs base on the test split, with plots; registers the challenger, promotes it if it wins."""
     from ocr_assets import registry
-    from ocr_assets.report import png_markdown, write_report
+    from ocr_assets.evaluation.report import png_markdown, write_report
 
     device = context.resources.compute.device
     merged_dir = upstream_path(context, "merged_model")
@@ -107,10 +107,10 @@ def cross_validation(context: dg.AssetExecutionContext, config: CrossValidationC
     """For each document: fine-tune on the others, score on it (how the model does on an unseen book)."""
     import pyarrow as pa
 
-    from ocr_assets import training
+    from ocr_assets.training import finetune as training
     from ocr_assets.data.splits import leave_one_document_out
-    from ocr_assets.evaluation import evaluate_pairs
-    from ocr_assets.models.loading import load_recognizer
+    from ocr_assets.evaluation.evaluate import evaluate_pairs
+    from ocr_assets.models.resolve import load_recognizer
 
     pairs = pa.concat_tables([split_pairs(s) for s in ("train", "validation", "test")])
     base_dir = upstream_path(context, "base_model")

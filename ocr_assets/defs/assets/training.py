@@ -7,7 +7,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ocr_assets.assets.ingest import line_splits
+from ocr_assets.defs.assets.ingest import line_splits
 from ocr_assets.data import store
 from ocr_assets.settings import data_root
 
@@ -22,7 +22,7 @@ class BaseModelConfig(dg.Config):
 
 
 class LoraConfig(dg.Config):
-    """LoRA fine-tuning of the base model (names as ocr_assets.training.FinetuneSettings)."""
+    """LoRA fine-tuning of the base model (names as ocr_assets.training.finetune.FinetuneSettings)."""
 
     rank: int = 16
     alpha: int = 32
@@ -35,7 +35,7 @@ class LoraConfig(dg.Config):
 
     def settings(self, device: str, **overrides):
         """The library's FinetuneSettings with these values (one mapping for every asset that fine-tunes)."""
-        from ocr_assets.training import FinetuneSettings
+        from ocr_assets.training.finetune import FinetuneSettings
 
         values = dict(epochs=self.epochs, rank=self.rank, alpha=self.alpha, dropout=self.dropout,
                       target_modules=self.target_modules, learning_rate=self.learning_rate,
@@ -89,9 +89,9 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig) -> dg
     """The model every fine-tune starts from: shipped default, a given model, or trained here from scratch."""
     import shutil
 
-    from ocr_assets import training
+    from ocr_assets.training import finetune as training
     from ocr_assets.models.base import ModelNotFoundError
-    from ocr_assets.models.loading import resolve_model_dir
+    from ocr_assets.models.resolve import resolve_model_dir
 
     out = run_dir(context, "base")
     source = config.model or "shipped default"
@@ -120,7 +120,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig) -> dg
         shutil.copytree(src, out)
         mlflow.log_param("base_source", str(config.model or "shipped"))
         extra = {}
-    from ocr_assets.models.loading import load_recognizer
+    from ocr_assets.models.resolve import load_recognizer
 
     params = load_recognizer(out, device="cpu").parameters_count()
     return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out)), "source": source, "parameters": params, **extra})
@@ -130,7 +130,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig) -> dg
           required_resource_keys={"compute", "mlflow"})
 def lora_adapters(context: dg.AssetExecutionContext, config: LoraConfig) -> dg.MaterializeResult:
     """LoRA adapters (safetensors) trained on the train split, validated on the validation split."""
-    from ocr_assets import training
+    from ocr_assets.training import finetune as training
 
     settings = config.settings(context.resources.compute.device)
     mlflow = context.resources.mlflow
@@ -158,7 +158,7 @@ def lora_adapters(context: dg.AssetExecutionContext, config: LoraConfig) -> dg.M
 @dg.asset(group_name="training", kinds={"pytorch", "safetensors"}, deps=[lora_adapters, base_model])
 def merged_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Base weights with the adapters folded in, saved in 16-bit: a plain model directory."""
-    from ocr_assets import training
+    from ocr_assets.training import finetune as training
 
     out = run_dir(context, "merged")
     training.merge_adapters(upstream_path(context, "base_model"), upstream_path(context, "lora_adapters"), out)
@@ -167,7 +167,7 @@ def merged_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 
 class PretrainConfig(dg.Config):
-    """Pretraining mix of the compact recognizer (ocr_assets.pretrain.pretrain; same names as the CLI)."""
+    """Pretraining mix of the compact recognizer (ocr_assets.training.pretrain.pretrain; same names as the CLI)."""
 
     synthetic_lines: int = 20000
     seed: int = 1
@@ -183,7 +183,7 @@ class PretrainConfig(dg.Config):
 @dg.asset(group_name="pretraining", kinds={"pytorch"}, pool="gpu", required_resource_keys={"compute", "mlflow"})
 def pretrained_model(context: dg.AssetExecutionContext, config: PretrainConfig) -> dg.MaterializeResult:
     """A compact recognizer pretrained on synthetic classical lines plus any real GT folders given."""
-    from ocr_assets.pretrain import pretrain
+    from ocr_assets.training.pretrain import pretrain
 
     out = run_dir(context, "pretrained")
     context.resources.mlflow.log_params({f"pretrain_{k}": str(v) for k, v in config.model_dump().items()})

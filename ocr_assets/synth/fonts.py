@@ -14,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from ocr_assets.errors import FontError
 
 ENV_FONT_DIRS = "OCR_ASSETS_FONT_DIRS"
 SYSTEM_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts")
@@ -34,10 +35,6 @@ _DISPLAY = re.compile(
     r"|nagham|kacst(art|decorative|digital|poster|screen|title|pen)|colou?r|mono",
     re.IGNORECASE,
 )
-
-
-class FontError(RuntimeError):
-    """No usable font, or Pillow cannot shape Arabic."""
 
 
 @dataclass(frozen=True)

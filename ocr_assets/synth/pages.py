@@ -3,7 +3,7 @@
 A page is laid out as an octavo edition sets it: a running header (book or chapter title, sometimes over a
 rule) with the page number in the outer top corner or centred at the foot, justified right-to-left body
 prose in paragraphs, and footnotes in a smaller size under a short rule at the right, each opening with a
-(١) marker that the body text also carries. Text comes from the corpus sampler (`ocr_assets.data.corpus`):
+(١) marker that the body text also carries. Text comes from the corpus sampler (`ocr_assets.synth.text`):
 vocalised pages keep its tashkeel in the body (their footnotes mostly bare, as editors' notes are), bare
 pages go through `strip_tashkeel`.
 
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from ocr_assets.data.fonts import FontError, FontSpec, discover_fonts, inspect_font
-from ocr_assets.data.synthetic import Degradation, ink_effects, scan_effects
+from ocr_assets.synth.fonts import FontError, FontSpec, discover_fonts, inspect_font
+from ocr_assets.synth.lines import Degradation, ink_effects, scan_effects
 from ocr_assets.text import normalize, strip_tashkeel
 
 ROLES = ("header", "page-number", "body", "footnote")
@@ -160,7 +160,7 @@ _SAMPLER: list = []
 
 def _sampler():
     if not _SAMPLER:
-        from ocr_assets.data.corpus import LineSampler
+        from ocr_assets.synth.text import LineSampler
 
         _SAMPLER.append(LineSampler())
     return _SAMPLER[0]

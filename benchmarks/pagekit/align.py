@@ -17,7 +17,7 @@ recognized line (hypothesis, in reading order), the words of the transcription i
 
 `align_page` adds the local CER_norm of each line against its pseudo ground truth and marks lines above
 `max_cer` as discarded; `write_pseudo_gt` turns pages into a ground-truth folder (line PNG + `.gt.txt`) for
-`ocr_assets.training.finetune_gt_dir`.
+`ocr_assets.training.finetune.finetune_gt_dir`.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from ocr_assets.models.base import (
     TrainConfig,
     batched,
 )
-from ocr_assets.models.deepseek_ocr2 import (
+from ocr_assets.models.deepseek.ocr2 import (
     IGNORE_INDEX,
     FinetuneResult,
     as_rgb,
@@ -30,6 +30,7 @@ from ocr_assets.models.deepseek_ocr2 import (
     to_device,
 )
 from ocr_assets.text import normalize
+from ocr_assets.errors import RemoteCodeNotAllowedError
 
 DEFAULT_MODEL = "unsloth/DeepSeek-OCR"
 PROMPT = "<image>\nFree OCR."
@@ -43,10 +44,6 @@ _MEAN = (0.5, 0.5, 0.5)  # DeepSeek-OCR normalises to [-1, 1] and pads with the 
 
 class UnslothUnavailableError(ModelError):
     """No CUDA device or no unsloth package here."""
-
-
-class RemoteCodeNotAllowedError(ModelError):
-    """The caller did not opt in to running the checkpoint's own Python code."""
 
 
 def require_unsloth():

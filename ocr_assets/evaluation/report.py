@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # reports are written headless, in steps and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ocr_assets import metrics  # noqa: E402
-from ocr_assets.evaluation import EvalResult  # noqa: E402
+from ocr_assets.evaluation.evaluate import EvalResult  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

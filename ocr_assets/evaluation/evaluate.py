@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from ocr_assets import metrics
 from ocr_assets.models.base import Recognizer
-from ocr_assets.ocr import images_from_png_bytes
+from ocr_assets.reading import images_from_png_bytes
 
 
 @dataclass

@@ -70,7 +70,7 @@ def _samples(pairs: pa.Table) -> list[tuple[bytes, str]]:
 
 
 def is_compact(model_dir: Path) -> bool:
-    from ocr_assets.models.loading import backend_of
+    from ocr_assets.models.resolve import backend_of
 
     return backend_of(model_dir) == "compact"
 
@@ -99,7 +99,7 @@ def lora_finetune(base_dir: Path, train: pa.Table, val: pa.Table | None, setting
         return _lora_finetune_deepseek(base_dir, train, settings, adapter_dir)
     import torch
 
-    from ocr_assets.models import lora
+    from ocr_assets.training import lora
     from ocr_assets.models.compact.modeling import CompactOCRModel
     from ocr_assets.models.compact.recognizer import LORA_TARGETS
     from ocr_assets.models.compact.train import CompactTrainOptions, add_missing_characters, train_compact
@@ -132,7 +132,7 @@ def _lora_finetune_deepseek(base_dir: Path, train: pa.Table, settings: FinetuneS
     from PIL import Image
     import io
 
-    from ocr_assets.models import deepseek_ocr2 as ds
+    from ocr_assets.models.deepseek import ocr2 as ds
 
     start = time.perf_counter()
     recognizer = ds.DeepseekOcr2Recognizer.from_pretrained(base_dir, device=settings.device)
@@ -153,7 +153,7 @@ def merge_adapters(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str 
     if out_dir.exists():
         shutil.rmtree(out_dir)
     if not is_compact(base_dir):
-        from ocr_assets.models import deepseek_ocr2 as ds
+        from ocr_assets.models.deepseek import ocr2 as ds
 
         recognizer = ds.DeepseekOcr2Recognizer.from_pretrained(base_dir, device="cpu")
         ds.load_adapters(recognizer, adapter_dir)
@@ -161,7 +161,7 @@ def merge_adapters(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str 
         return out_dir
     import torch
 
-    from ocr_assets.models import lora
+    from ocr_assets.training import lora
     from ocr_assets.models.compact.modeling import CompactOCRModel
 
     base = CompactOCRModel.from_pretrained(base_dir, dtype=torch.float32)
@@ -187,7 +187,7 @@ def finetune_gt_dir(gt_dir: Path, out_dir: Path, base: str | None = None, settin
     """`ocr-assets finetune`: validate the folder, LoRA fine-tune the base on it, merge into out_dir."""
     from ocr_assets.data.gt_folder import iter_gt_folder
     from ocr_assets.data.validation import validate_lines
-    from ocr_assets.models.loading import resolve_model_dir
+    from ocr_assets.models.resolve import resolve_model_dir
 
     settings = settings or FinetuneSettings()
     out_dir = out_dir.resolve()

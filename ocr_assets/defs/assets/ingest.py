@@ -18,7 +18,7 @@ DEFAULT_SYNTHETIC_COUNT = 200
 
 
 class SyntheticSource(dg.Config):
-    """Rendered synthetic lines (ocr_assets.data.synthetic)."""
+    """Rendered synthetic lines (ocr_assets.synth.lines)."""
 
     count: int = DEFAULT_SYNTHETIC_COUNT
     seed: int = 0
@@ -81,8 +81,8 @@ def iter_sources(config: RawLineSources) -> Iterator[RawLine]:
     if synthetic is None and not any(others):
         synthetic = SyntheticSource()
     if synthetic is not None and synthetic.count > 0:
-        from ocr_assets.data.fonts import discover_fonts
-        from ocr_assets.data.synthetic import iter_synthetic_lines
+        from ocr_assets.synth.fonts import discover_fonts
+        from ocr_assets.synth.lines import iter_synthetic_lines
 
         fonts = None
         if synthetic.fonts:

@@ -26,14 +26,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from ocr_assets.errors import ServingError
 
 DEFAULT_MODEL_URI = "models:/ocr-assets-recognizer@champion"
 DEFAULT_PORT = 5001
 LOOPBACK = "127.0.0.1"
-
-
-class ServingError(RuntimeError):
-    """The server could not be started or did not become ready."""
 
 
 def is_loopback(host: str) -> bool:

@@ -18,16 +18,13 @@ from pathlib import Path
 import fsspec
 
 from ocr_assets.settings import data_root
+from ocr_assets.errors import InboxError
 
 INBOX_ENV = "OCR_ASSETS_INBOX"
 SETTLE_ENV = "OCR_ASSETS_INBOX_SETTLE_S"
 SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf")
 MAX_SCAN_BYTES = 256 * 1024 * 1024  # a 600-dpi A3 colour TIFF is ~100 MB; beyond this it is not a page scan
 KEY_CHARS = 16  # 64 bits of SHA-256: collisions are negligible for any real archive, keys stay readable
-
-
-class InboxError(Exception):
-    """A scan that cannot be taken in; the message gives the reason recorded in quarantine."""
 
 
 @dataclass(frozen=True)

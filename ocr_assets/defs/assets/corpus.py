@@ -40,7 +40,7 @@ def corpus_model(spec: str = "") -> tuple[str | None, str]:
 @dg.asset(group_name="corpus", partitions_def=scan_partitions, backfill_policy=batch_policy, kinds={"numpy"})
 def page_lines(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Pages of each scan with their line boxes and roles; unreadable scans quarantined with a reason."""
-    from ocr_assets.scans.corpus import segment_scan
+    from ocr_assets.corpus.build import segment_scan
 
     layouts = []
     for i, key in enumerate(context.partition_keys, 1):
@@ -61,8 +61,8 @@ def page_lines(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
           pool="gpu", kinds={"pytorch"}, required_resource_keys={"compute"})
 def ocr_pages(context: dg.AssetExecutionContext, config: CorpusConfig) -> dg.MaterializeResult:
     """Text, JSONL, PAGE 2019 and ALTO 4 per page, read by the champion model (else the shipped default)."""
-    from ocr_assets.models.loading import load_recognizer
-    from ocr_assets.scans.corpus import ocr_scans
+    from ocr_assets.models.resolve import load_recognizer
+    from ocr_assets.corpus.build import ocr_scans
 
     spec, source = corpus_model(config.model)
     recognizer = load_recognizer(spec, device=context.resources.compute.device)
@@ -92,7 +92,7 @@ CORPUS_CONDITION = (
 @dg.asset(group_name="corpus", deps=[ocr_pages], kinds={"json"}, automation_condition=CORPUS_CONDITION)
 def ocr_corpus(context: dg.AssetExecutionContext, config: ReviewConfig) -> dg.MaterializeResult:
     """All OCR'd scans as one corpus (text, JSONL with line and word confidences), a review list, quarantine."""
-    from ocr_assets.scans.corpus import build_corpus
+    from ocr_assets.corpus.build import build_corpus
 
     keys = context.instance.get_dynamic_partitions(scan_partitions.name)
     summary = build_corpus(keys, config.review_lines)
@@ -108,7 +108,7 @@ def ocr_corpus(context: dg.AssetExecutionContext, config: ReviewConfig) -> dg.Ma
 @dg.asset_check(asset=ocr_corpus, description="Every page's PAGE and ALTO XML is valid against its schema.")
 def corpus_xml_valid() -> dg.AssetCheckResult:
     from ocr_assets.pages.schemas import validate_alto_xml, validate_page_xml
-    from ocr_assets.scans.corpus import corpus_dir
+    from ocr_assets.corpus.build import corpus_dir
 
     bad = {}
     files = sorted((corpus_dir() / "scans").glob("*/*.xml"))

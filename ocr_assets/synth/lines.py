@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from ocr_assets.data.corpus import LineSampler
-from ocr_assets.data.fonts import FontError, FontSpec, discover_fonts, select_fonts
+from ocr_assets.synth.text import LineSampler
+from ocr_assets.synth.fonts import FontError, FontSpec, discover_fonts, select_fonts
 from ocr_assets.data.records import RawLine
 
 SHARD_COLUMNS = ("line_id", "document", "text", "image")
