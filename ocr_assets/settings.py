@@ -126,7 +126,7 @@ class PretrainSettings:
     batch_size: int = setting(64, "lines per optimiser step")
     learning_rate: float = setting(1.5e-3, "peak learning rate")
     init: str | None = setting(None, "start from this model instead of from scratch")
-    model_config: dict = setting({}, "overrides of CompactOCRConfig (from scratch only)")
+    architecture: dict = setting({}, "overrides of CompactOCRConfig, e.g. {\"hidden_size\": 256} (from scratch only)")
     device: str = setting("auto", "auto, cpu or cuda")
 
     def __post_init__(self) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import fsspec
 
-from ocr_assets.settings import data_root
 from ocr_assets.errors import InboxError
+from ocr_assets.storage import Storage
 
 INBOX_ENV = "OCR_ASSETS_INBOX"
 SETTLE_ENV = "OCR_ASSETS_INBOX_SETTLE_S"
@@ -40,14 +40,15 @@ class Refusal:
     reason: str
 
 
-def inbox_url() -> str:
-    """$OCR_ASSETS_INBOX (a folder or any fsspec URL), else `inbox/` under the data root (created)."""
-    url = os.environ.get(INBOX_ENV)
+def inbox_url(storage: Storage, explicit: str | None = None) -> str:
+    """The inbox: `explicit`, else $OCR_ASSETS_INBOX (a folder or any fsspec URL), else `inbox/` under the data root."""
+    url = explicit or os.environ.get(INBOX_ENV)
     if url:
         return url
-    path = data_root() / "inbox"
-    path.mkdir(parents=True, exist_ok=True)
-    return str(path)
+    url = storage.url("inbox")
+    if storage.is_local:
+        Path(url).mkdir(parents=True, exist_ok=True)
+    return url
 
 
 def _filesystem(url: str):
@@ -143,34 +144,50 @@ def list_scans(url: str, cache: dict | None = None, budget_s: float | None = Non
     return sorted(scans.values(), key=lambda s: s.path), refused, fresh
 
 
-def manifest_dir() -> Path:
-    path = data_root() / "scans" / "manifest"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def manifest_url(storage: Storage, key: str | None = None) -> str:
+    """`scans/manifest/` under the data root, or the manifest file of scan `key`."""
+    return storage.url("scans", "manifest", f"{key}.json") if key else storage.url("scans", "manifest")
 
 
-def record_scan(scan: Scan, url: str) -> Path:
+def manifest_keys(storage: Storage) -> list[str]:
+    """Every scan the inbox has recorded, by key."""
+    return sorted(name[:-5] for name in storage.listdir(manifest_url(storage)) if name.endswith(".json"))
+
+
+def record_scan(storage: Storage, scan: Scan, url: str) -> str:
     """Remember where a scan was first seen, so its partition can find the bytes later."""
-    path = manifest_dir() / f"{scan.key}.json"
-    if not path.exists():
-        path.write_text(json.dumps({**asdict(scan), "inbox": url}, ensure_ascii=False), encoding="utf-8")
+    path = manifest_url(storage, scan.key)
+    if not storage.exists(path):
+        storage.write_json(path, {**asdict(scan), "inbox": url})
     return path
 
 
-def record_refusals(refusals: list[Refusal]) -> Path:
+def refused_url(storage: Storage) -> str:
+    return storage.url("scans", "refused.json")
+
+
+def record_refusals(storage: Storage, refusals: list[Refusal]) -> str:
     """The inbox files refused before partitioning, with reasons (rewritten every tick: the current state)."""
-    path = data_root() / "scans" / "refused.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([asdict(r) for r in refusals], ensure_ascii=False, indent=1), encoding="utf-8")
-    return path
+    return storage.write_json(refused_url(storage), [asdict(r) for r in refusals])
 
 
-def read_scan(key: str) -> tuple[bytes, Scan]:
+def read_manifest(storage: Storage, key: str) -> dict | None:
+    """A scan's manifest entry; None when there is none or it was cut short (a crash mid-write)."""
+    path = manifest_url(storage, key)
+    if not storage.exists(path):
+        return None
+    try:
+        return storage.read_json(path)
+    except ValueError:
+        return None
+
+
+def read_scan(storage: Storage, key: str) -> tuple[bytes, Scan]:
     """The bytes of scan `key`: at its recorded path, else found again by content (it was renamed)."""
-    meta_path = manifest_dir() / f"{key}.json"
-    if not meta_path.exists():
-        raise InboxError(f"scan {key!r} has no manifest entry in {meta_path.parent}; the inbox sensor records it")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_manifest(storage, key)
+    if meta is None:
+        raise InboxError(f"scan {key!r} has no readable manifest entry under {manifest_url(storage)}; "
+                         "the inbox sensor records it")
     fs, root = _filesystem(meta["inbox"])
     path = inside(root, meta["path"])
     if fs.exists(path) and not _escapes_locally(fs, root, path):

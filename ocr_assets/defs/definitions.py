@@ -1,4 +1,4 @@
-"""The one Definitions object of the code location (workspace.yaml loads `defs`)."""
+"""The one Definitions object of the code location (`ocr_assets.definitions:defs` re-exports it)."""
 
 import warnings
 

@@ -1,19 +1,19 @@
-"""Environment profiles (resources/*.yaml) turned into Dagster resources: device, backend, MLflow."""
+"""Dagster resources: where files live (`storage`), where model work runs (`compute`), MLflow (`mlflow`),
+built from an environment profile (resources/*.yaml) without touching os.environ."""
 
-from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import dagster as dg
 import yaml
-from dagster_mlflow import mlflow_tracking
 
-from ocr_assets.settings import mlflow_uri
+from ocr_assets.errors import ConfigError
+from ocr_assets.storage import Storage
 
 PROFILE_ENV = "OCR_ASSETS_PROFILE"
-PROFILE_DIR = Path(__file__).resolve().parents[1] / "resources"
-_KEYS = {"backend", "device", "data_root", "mlflow_tracking_uri", "executor"}
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "resources"
+_KEYS = {"device", "data_root", "mlflow_tracking_uri", "executor", "trust_remote_code"}
 
 
 def load_profile(name: str | None = None) -> dict:
@@ -22,23 +22,38 @@ def load_profile(name: str | None = None) -> dict:
     path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILE_DIR / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
-        raise ValueError(f"profile {name!r} not found (looked for {path.name}); known profiles: {known}")
+        raise ConfigError(f"profile {name!r} not found (looked for {path.name}); known profiles: {known}")
     profile = yaml.safe_load(path.read_text()) or {}
     unknown = set(profile) - _KEYS
     if unknown:
-        raise ValueError(f"profile {path.name} has unknown keys {sorted(unknown)}; allowed: {sorted(_KEYS)}")
-    if profile.get("data_root") and "OCR_ASSETS_DATA_ROOT" not in os.environ:
-        os.environ["OCR_ASSETS_DATA_ROOT"] = str(profile["data_root"])
-    if profile.get("mlflow_tracking_uri") and "MLFLOW_TRACKING_URI" not in os.environ:
-        os.environ["MLFLOW_TRACKING_URI"] = str(profile["mlflow_tracking_uri"])
+        raise ConfigError(f"profile {path.name} has unknown keys {sorted(unknown)}; allowed: {sorted(_KEYS)}")
     return profile
 
 
+class StorageResource(dg.ConfigurableResource):
+    """The data root (a folder or any fsspec URL) and the MLflow store that goes with it."""
+
+    data_root: str = ""  # empty: $OCR_ASSETS_DATA_ROOT, else ./var
+    mlflow_tracking_uri: str = ""  # empty: $MLFLOW_TRACKING_URI, else sqlite under a local data root
+
+    def get(self) -> Storage:
+        return Storage(self.data_root) if self.data_root else Storage.from_env()
+
+    def mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or self.get().mlflow_uri()
+
+    def registry_uri(self) -> str | None:
+        """The registry to ask for a champion, or None when no store exists yet (asking must not create one)."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return self.get().mlflow_uri() if self.get().has_local_mlflow_store() else None
+
+
 class ComputeResource(dg.ConfigurableResource):
-    """Where model work runs: `auto` picks CUDA when torch sees it."""
+    """Where model work runs (`auto` picks CUDA when torch sees it) and whether model code may run from its folder."""
 
     device: str = "auto"
-    backend: str = "compact"
+    trust_remote_code: bool = False  # DeepSeek-OCR v1 checkpoints run their own Python code: explicit opt-in only
 
     def resolved_device(self) -> str:
         from ocr_assets.models.base import resolve_device
@@ -47,9 +62,16 @@ class ComputeResource(dg.ConfigurableResource):
 
 
 def build_resources(profile: dict) -> dict:
+    from dagster_mlflow import mlflow_tracking
+
+    from ocr_assets.defs.io import RunScopedIOManager
+
+    storage = StorageResource(data_root=str(profile.get("data_root") or ""),
+                              mlflow_tracking_uri=str(profile.get("mlflow_tracking_uri") or ""))
     return {
-        "compute": ComputeResource(device=profile.get("device", "auto"), backend=profile.get("backend", "compact")),
-        "mlflow": mlflow_tracking.configured(
-            {"experiment_name": "ocr_assets", "mlflow_tracking_uri": mlflow_uri()}
-        ),
+        "storage": storage,
+        "io_manager": RunScopedIOManager(storage=storage),
+        "compute": ComputeResource(device=profile.get("device", "auto"),
+                                   trust_remote_code=bool(profile.get("trust_remote_code", False))),
+        "mlflow": mlflow_tracking.configured({"experiment_name": "ocr_assets", "mlflow_tracking_uri": storage.mlflow_uri()}),
     }

@@ -4,6 +4,7 @@ import json
 
 import dagster as dg
 
+from ocr_assets.defs.resources import StorageResource
 from ocr_assets.defs.assets.corpus import SCANS_PER_RUN, ocr_pages, page_lines, scan_partitions
 
 ocr_scans_job = dg.define_asset_job(
@@ -15,7 +16,7 @@ ocr_scans_job = dg.define_asset_job(
 
 
 @dg.sensor(job=ocr_scans_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
-def scan_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+def scan_inbox_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult | dg.SkipReason:
     """Every new scan (by content hash) becomes a `scans` partition; runs take batches of SCANS_PER_RUN.
 
     The cursor keeps a path → (size, mtime, digest) cache so unchanged files are not re-read; what has been seen
@@ -25,7 +26,8 @@ def scan_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
     from ocr_assets.corpus.inbox import inbox_url, list_scans, record_refusals, record_scan
 
     cursor = json.loads(context.cursor) if context.cursor else {}
-    url = inbox_url()
+    store = storage.get()
+    url = inbox_url(store)
     try:
         # Hash for at most 40 s a tick (sensor evaluations time out at 60 s); the cache keeps the progress.
         scans, refused, cache = list_scans(url, cursor.get("hashes"), budget_s=40)
@@ -40,14 +42,14 @@ def scan_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
     retries = []
     for s in scans:
         if s.key in known:
-            status, stamp = layout_status(s.key)
+            status, stamp = layout_status(store, s.key)
             if status == "unavailable":
                 retries.append(dg.RunRequest(run_key=f"retry:{s.key}:{stamp:.0f}", partition_key=s.key))
     previously_refused = set(cursor.get("refused", []))
     for r in refused:
         if r.path not in previously_refused:
             context.log.warning(f"refused {r.path}: {r.reason}")
-    record_refusals(refused)
+    record_refusals(store, refused)
     next_cursor = json.dumps({"hashes": cache, "refused": sorted(r.path for r in refused)})
     if not new and not retries:
         context.update_cursor(next_cursor)
@@ -55,7 +57,7 @@ def scan_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
     if not new:
         return dg.SensorResult(run_requests=retries, cursor=next_cursor)
     for scan in new:
-        record_scan(scan, url)
+        record_scan(store, scan, url)
     keys = [s.key for s in new]
     # Partitions are added in this order, so each batch is a contiguous key range: one run per batch.
     requests = [

@@ -48,12 +48,17 @@ def ocr_page(recognizer: Recognizer, page: Image.Image, name: str) -> PageResult
     return read_pages(recognizer, [(name, gray, segment_lines(gray))])[0]
 
 
+def page_files(result: PageResult, **extra) -> dict[str, bytes]:
+    """suffix -> bytes: `.txt`, `.jsonl` (line and word confidences), `.page.xml` (PAGE 2019), `.alto.xml` (ALTO 4)."""
+    return dict(zip(OUTPUT_SUFFIXES, (result.text().encode("utf-8"), result.jsonl(**extra).encode("utf-8"),
+                                      page_xml(result), alto_xml(result))))
+
+
 def write_page(result: PageResult, out_dir: Path, stem: str, **extra) -> list[Path]:
-    """`<stem>.txt`, `.jsonl` (line and word confidences), `.page.xml` (PAGE 2019), `.alto.xml` (ALTO 4)."""
+    """The page's four files in a local folder (`ocr-assets pages`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = [out_dir / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
-    files[0].write_text(result.text(), encoding="utf-8")
-    files[1].write_text(result.jsonl(**extra), encoding="utf-8")
-    files[2].write_bytes(page_xml(result))
-    files[3].write_bytes(alto_xml(result))
+    files = []
+    for suffix, data in page_files(result, **extra).items():
+        files.append(out_dir / f"{stem}{suffix}")
+        files[-1].write_bytes(data)
     return files

@@ -5,6 +5,8 @@ import warnings
 
 import dagster as dg
 
+from ocr_assets.defs.resources import ComputeResource, StorageResource
+
 
 # Multi-run backfill policies are marked beta in dagster 1.13; the batching is what the corpus needs.
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
@@ -24,27 +26,14 @@ class ReviewConfig(dg.Config):
     review_lines: int = 50  # the least confident lines listed for people to check
 
 
-def corpus_model(spec: str = "") -> tuple[str | None, str]:
-    """(model spec for load_recognizer, where it came from): explicit, registry champion, or shipped default."""
-    from ocr_assets import registry
-
-    if spec:
-        return spec, spec
-    version = registry.alias_version(registry.CHAMPION)
-    if version is not None:
-        uri = f"models:/{registry.MODEL_NAME}@{registry.CHAMPION}"
-        return uri, f"{uri} (version {version})"
-    return None, "shipped default (no champion in the registry)"
-
-
 @dg.asset(group_name="corpus", partitions_def=scan_partitions, backfill_policy=batch_policy, kinds={"numpy"})
-def page_lines(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+def page_lines(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Pages of each scan with their line boxes and roles; unreadable scans quarantined with a reason."""
     from ocr_assets.corpus.build import segment_scan
 
     layouts = []
     for i, key in enumerate(context.partition_keys, 1):
-        layouts.append(segment_scan(key))
+        layouts.append(segment_scan(storage.get(), key))
         context.log.info(f"segmented {i}/{len(context.partition_keys)}: {layouts[-1]['path']} ({layouts[-1]['status']})")
     bad = {l["path"]: f"{l['status']}: {l['reason']}" for l in layouts if l["status"] != "ok"}
     for path, reason in bad.items():
@@ -58,17 +47,22 @@ def page_lines(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 
 @dg.asset(group_name="corpus", partitions_def=scan_partitions, backfill_policy=batch_policy, deps=[page_lines],
-          pool="gpu", kinds={"pytorch"}, required_resource_keys={"compute"})
-def ocr_pages(context: dg.AssetExecutionContext, config: CorpusConfig) -> dg.MaterializeResult:
+          pool="gpu", kinds={"pytorch"})
+def ocr_pages(context: dg.AssetExecutionContext, config: CorpusConfig, storage: StorageResource,
+              compute: ComputeResource) -> dg.MaterializeResult:
     """Text, JSONL, PAGE 2019 and ALTO 4 per page, read by the champion model (else the shipped default)."""
-    from ocr_assets.models.resolve import load_recognizer
     from ocr_assets.corpus.build import ocr_scans
+    from ocr_assets.models.backends import backend_for, check_remote_code
+    from ocr_assets.models.resolve import resolve_model
 
-    spec, source = corpus_model(config.model)
-    recognizer = load_recognizer(spec, device=context.resources.compute.device)
-    context.log.info(f"model: {source} on {context.resources.compute.resolved_device()}")
+    resolved = resolve_model(config.model or None, storage.registry_uri())
+    backend = backend_for(resolved.path)
+    check_remote_code(backend, resolved.path, compute.trust_remote_code)
+    recognizer = backend.load(resolved.path, device=compute.device)
+    source = resolved.source
+    context.log.info(f"model: {source} on {compute.resolved_device()}")
     started = time.perf_counter()
-    summaries = ocr_scans(list(context.partition_keys), recognizer, config.batch_size,
+    summaries = ocr_scans(storage.get(), list(context.partition_keys), recognizer, config.batch_size,
                           progress=lambda done, total: context.log.info(f"OCR {done}/{total} pages"), model=source)
     seconds = time.perf_counter() - started
     pages = sum(s["pages"] for s in summaries)
@@ -90,12 +84,12 @@ CORPUS_CONDITION = (
 
 
 @dg.asset(group_name="corpus", deps=[ocr_pages], kinds={"json"}, automation_condition=CORPUS_CONDITION)
-def ocr_corpus(context: dg.AssetExecutionContext, config: ReviewConfig) -> dg.MaterializeResult:
+def ocr_corpus(context: dg.AssetExecutionContext, config: ReviewConfig, storage: StorageResource) -> dg.MaterializeResult:
     """All OCR'd scans as one corpus (text, JSONL with line and word confidences), a review list, quarantine."""
     from ocr_assets.corpus.build import build_corpus
 
     keys = context.instance.get_dynamic_partitions(scan_partitions.name)
-    summary = build_corpus(keys, config.review_lines)
+    summary = build_corpus(storage.get(), keys, config.review_lines)
     review = summary.pop("review")
     table = "\n".join(f"| {r['confidence']:.3f} | {r['source']} p{r['page']} l{r['line']} | {r['text'][:80]} |" for r in review[:15])
     return dg.MaterializeResult(metadata={
@@ -106,16 +100,21 @@ def ocr_corpus(context: dg.AssetExecutionContext, config: ReviewConfig) -> dg.Ma
 
 
 @dg.asset_check(asset=ocr_corpus, description="Every page's PAGE and ALTO XML is valid against its schema.")
-def corpus_xml_valid() -> dg.AssetCheckResult:
+def corpus_xml_valid(storage: StorageResource) -> dg.AssetCheckResult:
+    from ocr_assets.corpus.build import corpus_url
     from ocr_assets.pages.schemas import validate_alto_xml, validate_page_xml
-    from ocr_assets.corpus.build import corpus_dir
 
-    bad = {}
-    files = sorted((corpus_dir() / "scans").glob("*/*.xml"))
-    for path in files:
-        errors = (validate_page_xml if path.name.endswith(".page.xml") else validate_alto_xml)(path.read_bytes())
+    store = storage.get()
+    bad, files = {}, []
+    for key in store.listdir(corpus_url(store, "scans")):
+        for name in store.listdir(corpus_url(store, "scans", key)):
+            if name.endswith(".xml"):
+                files.append(f"scans/{key}/{name}")
+    for rel in files:
+        data = store.read_bytes(corpus_url(store, *rel.split("/")))
+        errors = (validate_page_xml if rel.endswith(".page.xml") else validate_alto_xml)(data)
         if errors:
-            bad[str(path.relative_to(corpus_dir()))] = errors[:3]
+            bad[rel] = errors[:3]
     return dg.AssetCheckResult(passed=not bad, metadata={"files": len(files), "invalid": dg.MetadataValue.json(bad)})
 
 

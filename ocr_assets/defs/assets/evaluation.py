@@ -1,30 +1,29 @@
-"""Evaluation graph: the report with plots, registry promotion, and leave-one-document-out cross-validation."""
+"""Evaluation graph: baseline scores, the report with plots and the registry gate, leave-one-document-out CV."""
+
 
 import json
 from pathlib import Path
 
+from typing import Any
+
 import dagster as dg
 
-from ocr_assets.defs.assets.training import (
-    EvaluationConfig,
-    LoraConfig,
-    base_model,
-    merged_model,
-    split_pairs,
-    upstream_path,
-)
-from ocr_assets.settings import data_root
+from ocr_assets.defs.assets.training import split_pairs
+from ocr_assets.defs.configs import CrossValidationConfig, GateConfig, to_settings
+from ocr_assets.defs.resources import ComputeResource, StorageResource
+from ocr_assets.settings import FinetuneSettings
 
 
-def evaluate_split(model_dir: str | Path, device: str, split: str = "test"):
+def evaluate_split(store, model_dir: Path, line_splits: dict, compute: ComputeResource, mlflow: dg.ResourceParam[Any], split: str = "test"):
     """A model's scores on one split of the validated pairs."""
     from ocr_assets.evaluation.evaluate import evaluate_pairs
     from ocr_assets.models.resolve import load_recognizer
 
-    pairs = split_pairs(split)
+    pairs = split_pairs(store, line_splits, split)
     if pairs.num_rows == 0:
         raise dg.Failure(f"the {split} split is empty; give line_splits more documents or other fractions")
-    return evaluate_pairs(load_recognizer(model_dir, device=device), pairs)
+    recognizer = load_recognizer(model_dir, device=compute.device, trust_remote_code=compute.trust_remote_code)
+    return evaluate_pairs(recognizer, pairs)
 
 
 def save_evaluation(result, out_dir: Path, name: str) -> Path:
@@ -38,103 +37,117 @@ def save_evaluation(result, out_dir: Path, name: str) -> Path:
     return out_dir / f"{name}.json"
 
 
-@dg.asset(group_name="evaluation", kinds={"pytorch"}, pool="gpu", deps=[base_model], required_resource_keys={"compute", "mlflow"})
-def baseline_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+@dg.asset(group_name="evaluation", kinds={"pytorch"}, pool="gpu")
+def baseline_evaluation(context: dg.AssetExecutionContext, storage: StorageResource, compute: ComputeResource, mlflow: dg.ResourceParam[Any],
+                        base_model: dict, line_splits: dict) -> dg.Output[dict]:
     """The base model's scores on the test split, before any fine-tuning."""
-    result = evaluate_split(upstream_path(context, "base_model"), context.resources.compute.device)
-    path = save_evaluation(result, data_root() / "evaluations" / context.run_id[:8], "baseline")
-    context.resources.mlflow.log_metrics({f"baseline_{k}": v for k, v in result.summary().items()})
-    return dg.MaterializeResult(metadata={**result.summary(), "path": dg.MetadataValue.path(str(path))})
+    store = storage.get()
+    result = evaluate_split(store, store.local_dir(base_model["path"]), line_splits, compute)
+    url = store.url("evaluations", context.run_id, "baseline")
+    local = store.staging_dir(url)
+    save_evaluation(result, local, "baseline")
+    store.publish_dir(local, url)
+    summary = result.summary()
+    mlflow.log_metrics({f"baseline_{k}": v for k, v in summary.items()})
+    per_document = {d: s.cer_norm for d, s in result.per_document.items()}
+    return dg.Output({"path": url, **summary, "per_document_cer_norm": per_document},
+                     metadata={**summary, "path": dg.MetadataValue.path(url)})
 
 
-@dg.asset(group_name="evaluation", kinds={"mlflow"}, pool="gpu", deps=[merged_model, baseline_evaluation],
-          required_resource_keys={"compute", "mlflow"})
-def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig) -> dg.MaterializeResult:
-    """Fine-tuned vs base on the test split, with plots; registers the challenger, promotes it if it wins."""
-    from ocr_assets import registry
+@dg.asset(group_name="evaluation", kinds={"mlflow"}, pool="gpu")
+def evaluation_report(context: dg.AssetExecutionContext, config: GateConfig, storage: StorageResource,
+                      compute: ComputeResource, mlflow: dg.ResourceParam[Any], merged_model: dict, baseline_evaluation: dict,
+                      line_splits: dict) -> dg.Output[dict]:
+    """Fine-tuned vs base on the test split, with plots; registers the challenger, promotes it only if it wins."""
+    from ocr_assets.evaluation.gate import promote_if_better
     from ocr_assets.evaluation.report import png_markdown, write_report
+    from ocr_assets.registry import CHAMPION, Registry, model_uri
 
-    device = context.resources.compute.device
-    merged_dir = upstream_path(context, "merged_model")
-    baseline = json.loads(Path(upstream_path(context, "baseline_evaluation")).read_text())
-    result = evaluate_split(merged_dir, device)
-    out = data_root() / "evaluations" / context.run_id[:8]
-    save_evaluation(result, out, "finetuned")
-    files = write_report(result, out, "Fine-tuned model on the test split", baseline=baseline)
-    mlflow = context.resources.mlflow
+    store = storage.get()
+    merged_dir = store.local_dir(merged_model["path"])
+    result = evaluate_split(store, merged_dir, line_splits, compute)
+    url = store.url("evaluations", context.run_id, "report")
+    local = store.staging_dir(url)
+    save_evaluation(result, local, "finetuned")
+    baseline = {"cer_norm": baseline_evaluation["cer_norm"], "cer": baseline_evaluation["cer"],
+                "per_document": {d: {"cer_norm": v} for d, v in baseline_evaluation["per_document_cer_norm"].items()}}
+    files = write_report(result, local, "Fine-tuned model on the test split", baseline=baseline)
     summary = result.summary()
     mlflow.log_metrics({f"test_{k}": v for k, v in summary.items()})
-    mlflow.log_artifacts(str(out), artifact_path="evaluation")
-
-    decision_md = "registry disabled"
-    meta: dict = {}
-    if config.register_model:
-        version = registry.log_and_register(Path(merged_dir), {"test_cer_norm": summary["cer_norm"], "test_cer": summary["cer"]})
-        champion = registry.alias_version(registry.CHAMPION)
-        champion_score = None
-        if champion is not None:
-            # Score the current champion now, on this very test split, so the comparison is like for like.
-            champion_score = evaluate_split(f"models:/{registry.MODEL_NAME}@{registry.CHAMPION}", device).overall.cer_norm
-        decision = registry.promote_if_better(version, summary["cer_norm"], champion_score, min_gain=config.min_gain)
-        decision_md = f"version {version}: {'promoted to champion' if decision.promoted else 'stays challenger'} — {decision.reason}"
-        meta = {"model_version": version, "promoted": decision.promoted, "champion_before": champion or "none"}
-        context.log.info(decision_md)
-
+    mlflow.log_artifacts(str(local), artifact_path="evaluation")
     report_md = files["markdown"].read_text(encoding="utf-8")
-    report_md = report_md.replace(f"![CER per document]({files['cer_per_document'].name})", png_markdown(files["cer_per_document"], "CER per document"))
-    report_md = report_md.replace(f"![Error vs length]({files['error_vs_length'].name})", png_markdown(files["error_vs_length"], "Error vs length"))
-    return dg.MaterializeResult(metadata={
+    for key, title in (("cer_per_document", "CER per document"), ("error_vs_length", "Error vs length")):
+        report_md = report_md.replace(f"![{title}]({files[key].name})", png_markdown(files[key], title))
+    store.publish_dir(local, url)
+
+    decision_md, meta = "registry disabled", {}
+    if config.register_model:
+        registry = Registry(storage.mlflow_uri())
+        version = registry.register(merged_dir, {"test_cer_norm": summary["cer_norm"], "test_cer": summary["cer"]})
+        champion = registry.alias_version(CHAMPION)
+        champion_score = None
+        if champion is not None and champion != version:
+            # The champion scored now, on this very test split, so the comparison is like for like.
+            from ocr_assets.models.resolve import resolve_model_dir
+
+            champion_dir = resolve_model_dir(model_uri(CHAMPION), storage.mlflow_uri())
+            champion_score = evaluate_split(store, champion_dir, line_splits, compute).overall.cer_norm
+        decision = promote_if_better(registry, version, summary["cer_norm"], champion_score,
+                                     base=baseline_evaluation["cer_norm"], min_gain=config.min_gain)
+        decision_md = f"version {version}: {'promoted to champion' if decision.promoted else 'stays challenger'} — {decision.reason}"
+        meta = {"model_version": version, "promoted": decision.promoted, "champion_before": champion or "none",
+                "champion_cer_norm": champion_score}
+        context.log.info(decision_md)
+    value = {"path": url, **summary, "baseline_cer_norm": baseline_evaluation["cer_norm"], "registry": decision_md,
+             "model": merged_model["path"], **meta}
+    return dg.Output(value, metadata={
         **summary,
-        "baseline_cer_norm": baseline["cer_norm"],
-        "improvement_cer_norm": round(baseline["cer_norm"] - summary["cer_norm"], 5),
+        "baseline_cer_norm": baseline_evaluation["cer_norm"],
+        "improvement_cer_norm": round(baseline_evaluation["cer_norm"] - summary["cer_norm"], 5),
         "registry": decision_md,
-        **meta,
+        **{k: v for k, v in meta.items() if v is not None},
+        "model": merged_model["path"],
         "report": dg.MetadataValue.md(report_md),
-        "html": dg.MetadataValue.path(str(files["html"])),
-        "path": dg.MetadataValue.path(str(files["markdown"])),
+        "path": dg.MetadataValue.path(url),
     })
 
 
-class CrossValidationConfig(LoraConfig):
-    """Leave-one-document-out LoRA fine-tunes (few epochs each by default)."""
-
-    epochs: int = 3
-    max_documents: int = 6
-
-
-@dg.asset(group_name="evaluation", kinds={"pytorch"}, pool="gpu", deps=[base_model], required_resource_keys={"compute", "mlflow"})
-def cross_validation(context: dg.AssetExecutionContext, config: CrossValidationConfig) -> dg.MaterializeResult:
+@dg.asset(group_name="evaluation", kinds={"pytorch"}, pool="gpu")
+def cross_validation(context: dg.AssetExecutionContext, config: CrossValidationConfig, storage: StorageResource,
+                     compute: ComputeResource, mlflow: dg.ResourceParam[Any], base_model: dict, line_splits: dict) -> dg.Output[dict]:
     """For each document: fine-tune on the others, score on it (how the model does on an unseen book)."""
     import pyarrow as pa
 
-    from ocr_assets.training import finetune as training
     from ocr_assets.data.splits import leave_one_document_out
     from ocr_assets.evaluation.evaluate import evaluate_pairs
     from ocr_assets.models.resolve import load_recognizer
+    from ocr_assets.training import finetune
 
-    pairs = pa.concat_tables([split_pairs(s) for s in ("train", "validation", "test")])
-    base_dir = upstream_path(context, "base_model")
-    out = data_root() / "cross_validation" / context.run_id[:8]
-    rows = []
+    store = storage.get()
+    pairs = pa.concat_tables([split_pairs(store, line_splits, s) for s in ("train", "validation", "test")])
+    base_dir = store.local_dir(base_model["path"])
+    url = store.url("cross_validation", context.run_id)
+    local = store.staging_dir(url)
     folds = list(leave_one_document_out(pairs))[: config.max_documents]
     if len(folds) < 2:
         raise dg.Failure(f"leave-one-document-out needs at least 2 documents; the splits hold {len(folds)}")
-    out.mkdir(parents=True, exist_ok=True)
+    settings = to_settings(config, FinetuneSettings, device=compute.device)
+    rows = []
     for i, (document, train, test) in enumerate(folds):
         context.log.info(f"fold {i + 1}/{len(folds)}: held-out {document} ({test.num_rows} lines)")
-        settings = config.settings(context.resources.compute.device)
-        fold_dir = out / f"fold{i}"
-        training.lora_finetune(base_dir, train, None, settings, fold_dir / "adapters")
-        training.merge_adapters(base_dir, fold_dir / "adapters", fold_dir / "merged")
-        scores = evaluate_pairs(load_recognizer(fold_dir / "merged", device=context.resources.compute.device), test).overall
-        rows.append({"document": document, "lines": test.num_rows, "cer": scores.cer, "cer_norm": scores.cer_norm, "wer": scores.wer})
-    mean = sum(r["cer_norm"] for r in rows) / len(rows) if rows else float("nan")
-    context.resources.mlflow.log_metric("cv_mean_cer_norm", mean)
-    (out / "cross_validation.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1))
+        fold_dir = local / f"fold{i}"
+        finetune.lora_finetune(base_dir, train, None, settings, fold_dir / "adapters")
+        finetune.merge_adapters(base_dir, fold_dir / "adapters", fold_dir / "merged", settings.merge_dtype)
+        recognizer = load_recognizer(fold_dir / "merged", device=compute.device, trust_remote_code=compute.trust_remote_code)
+        scores = evaluate_pairs(recognizer, test).overall
+        rows.append({"document": document, "lines": test.num_rows, "cer": scores.cer, "cer_norm": scores.cer_norm,
+                     "wer": scores.wer})
+    mean = sum(r["cer_norm"] for r in rows) / len(rows)
+    mlflow.log_metric("cv_mean_cer_norm", mean)
+    (local / "cross_validation.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1))
+    store.publish_dir(local, url)
     table = "| held-out document | lines | CER | CER_norm | WER |\n|---|---|---|---|---|\n" + "\n".join(
         f"| {r['document']} | {r['lines']} | {r['cer']:.4f} | {r['cer_norm']:.4f} | {r['wer']:.4f} |" for r in rows)
-    return dg.MaterializeResult(metadata={"folds": len(rows), "mean_cer_norm": round(mean, 5), "table": dg.MetadataValue.md(table),
-                                          "path": dg.MetadataValue.path(str(out / "cross_validation.json"))})
-
-
-training_assets_eval = [evaluation_report, cross_validation]
+    return dg.Output({"path": url, "folds": rows, "mean_cer_norm": mean}, metadata={
+        "folds": len(rows), "mean_cer_norm": round(mean, 5), "table": dg.MetadataValue.md(table),
+        "path": dg.MetadataValue.path(url)})

@@ -7,8 +7,9 @@ from typing import Optional
 import dagster as dg
 import pyarrow as pa
 
-from ocr_assets.data import store
-from ocr_assets.data.gt_folder import SourceError
+from ocr_assets.data.store import LINE_PAIRS, LINE_SPLITS, QUARANTINE, RAW_LINES, dataset_url
+from ocr_assets.defs.resources import StorageResource
+from ocr_assets.errors import FontError, SourceError
 from ocr_assets.data.records import PAIR_SCHEMA, QUARANTINE_SCHEMA, RAW_SCHEMA, RawLine
 from ocr_assets.data.validation import ValidationConfig, id_origins, judge_all, quarantine_row, reason_kind
 
@@ -88,7 +89,7 @@ def iter_sources(config: RawLineSources) -> Iterator[RawLine]:
         if synthetic.fonts:
             fonts = [f for f in discover_fonts() if f.name in synthetic.fonts or f.family in synthetic.fonts]
             if not fonts:
-                raise dg.Failure(f"none of the fonts {synthetic.fonts} was found; known: {[f.name for f in discover_fonts()]}")
+                raise FontError(f"none of the fonts {synthetic.fonts} was found; known: {[f.name for f in discover_fonts()]}")
         yield from iter_synthetic_lines(
             synthetic.count, synthetic.seed, fonts=fonts, exclude_fonts=tuple(synthetic.exclude_fonts),
             vocalised_fraction=synthetic.vocalised_fraction
@@ -116,7 +117,8 @@ def _markdown(header: list[str], rows: list[list]) -> str:
 
 
 @dg.asset(group_name="ingest", kinds={"parquet"})
-def raw_line_dataset(context: dg.AssetExecutionContext, config: RawLineSources) -> dg.MaterializeResult:
+def raw_line_dataset(context: dg.AssetExecutionContext, config: RawLineSources,
+                     storage: StorageResource) -> dg.Output[dict]:
     """Every line the configured sources hold, unjudged, as Parquet (image and text bytes as found)."""
     by_source: collections.Counter = collections.Counter()
     documents: set[str] = set()
@@ -127,12 +129,15 @@ def raw_line_dataset(context: dg.AssetExecutionContext, config: RawLineSources) 
             documents.add(raw.document)
             yield raw.to_row()
 
+    store = storage.get()
     try:
-        path, count = store.write_batches(_chunks(rows(), RAW_SCHEMA), RAW_SCHEMA, store.RAW_LINES)
-    except SourceError as err:
+        path, count = store.write_batches(_chunks(rows(), RAW_SCHEMA), RAW_SCHEMA,
+                                          dataset_url(store, RAW_LINES, context.run_id))
+    except (SourceError, FontError) as err:
         raise dg.Failure(description=str(err)) from err
     context.log.info(f"{count} raw lines from {dict(by_source)}")
-    return dg.MaterializeResult(
+    return dg.Output(
+        {"path": path, "lines": count},
         metadata={
             "lines": count,
             "documents": len(documents),
@@ -142,14 +147,15 @@ def raw_line_dataset(context: dg.AssetExecutionContext, config: RawLineSources) 
     )
 
 
-def _raw_lines() -> Iterator[RawLine]:
-    for batch in store.iter_batches(store.RAW_LINES, batch_size=_BATCH):
+def _raw_lines(store, url: str) -> Iterator[RawLine]:
+    for batch in store.iter_batches(url, batch_size=_BATCH):
         for row in batch.to_pylist():
             yield RawLine(**row)
 
 
-@dg.asset(group_name="ingest", kinds={"parquet"}, deps=[raw_line_dataset])
-def validated_line_pairs(context: dg.AssetExecutionContext, config: ValidationSettings) -> dg.MaterializeResult:
+@dg.asset(group_name="ingest", kinds={"parquet"})
+def validated_line_pairs(context: dg.AssetExecutionContext, config: ValidationSettings, storage: StorageResource,
+                         raw_line_dataset: dict) -> dg.Output[dict]:
     """Accepted image-text pairs (8-bit gray PNG, normalized text) plus a quarantine table with reasons."""
     rules = ValidationConfig(
         min_arabic_ratio=config.min_arabic_ratio, max_chars=config.max_chars, check_aspect=config.check_aspect
@@ -157,15 +163,17 @@ def validated_line_pairs(context: dg.AssetExecutionContext, config: ValidationSe
     quarantine: list[dict] = []
     per_document: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     samples: list[list] = []
+    store = storage.get()
+    raw_url = raw_line_dataset["path"]
 
     def accepted_rows():
         # A first pass over the ids alone finds repeated line_ids, so the images stream through judging.
         origins = id_origins(
             (line_id, origin)
-            for batch in store.iter_batches(store.RAW_LINES, batch_size=65536, columns=["line_id", "origin"])
+            for batch in store.iter_batches(raw_url, batch_size=65536, columns=["line_id", "origin"])
             for line_id, origin in zip(batch.column("line_id").to_pylist(), batch.column("origin").to_pylist())
         )
-        for raw, row, reason in judge_all(_raw_lines(), rules, origins):
+        for raw, row, reason in judge_all(_raw_lines(store, raw_url), rules, origins):
             if row is None:
                 quarantine.append(quarantine_row(raw, reason))
                 per_document[raw.document][1] += 1
@@ -175,15 +183,18 @@ def validated_line_pairs(context: dg.AssetExecutionContext, config: ValidationSe
                 samples.append([row["line_id"], row["document"], f"{row['width']}x{row['height']}", row["text"]])
             yield row
 
-    pairs_path, accepted = store.write_batches(_chunks(accepted_rows(), PAIR_SCHEMA), PAIR_SCHEMA, store.LINE_PAIRS)
-    quarantine_path = store.write_table(pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA), store.QUARANTINE)
+    pairs_path, accepted = store.write_batches(_chunks(accepted_rows(), PAIR_SCHEMA), PAIR_SCHEMA,
+                                               dataset_url(store, LINE_PAIRS, context.run_id))
+    quarantine_path = store.write_table(pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA),
+                                        dataset_url(store, QUARANTINE, context.run_id))
     total = accepted + len(quarantine)
     kinds = collections.Counter(reason_kind(q["reason"]) for q in quarantine)
     examples = {}
     for q in quarantine:
         examples.setdefault(reason_kind(q["reason"]), f"{q['line_id']}: {q['reason']}")
     context.log.info(f"{accepted} accepted, {len(quarantine)} quarantined of {total}")
-    return dg.MaterializeResult(
+    return dg.Output(
+        {"pairs": pairs_path, "quarantine": quarantine_path, "accepted": accepted, "quarantined": len(quarantine)},
         metadata={
             "accepted": accepted,
             "quarantined": len(quarantine),
@@ -208,11 +219,11 @@ _METADATA_COLUMNS = ["line_id", "document", "source", "text", "width", "height"]
 
 
 @dg.asset_check(asset=validated_line_pairs, blocking=True, description="Great Expectations suite over pair metadata")
-def pairs_meet_expectations() -> dg.AssetCheckResult:
+def pairs_meet_expectations(storage: StorageResource, validated_line_pairs: dict) -> dg.AssetCheckResult:
     """Run the GX suite (sizes, text length, Arabic ratio, charset, unique ids) on the accepted pairs."""
     from ocr_assets.data.quality import run_pair_expectations
 
-    report = run_pair_expectations(store.read_table(store.LINE_PAIRS, columns=_METADATA_COLUMNS))
+    report = run_pair_expectations(storage.get().read_table(validated_line_pairs["pairs"], columns=_METADATA_COLUMNS))
     failed = [f"{e['expectation']}({e['column'] or ''})" for e in report.failures()]
     return dg.AssetCheckResult(
         passed=report.success,
@@ -228,10 +239,12 @@ def pairs_meet_expectations() -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=validated_line_pairs, blocking=True, description="quarantined share of raw lines under a limit")
-def quarantine_share_below_limit(config: QuarantineLimit) -> dg.AssetCheckResult:
+def quarantine_share_below_limit(config: QuarantineLimit, storage: StorageResource,
+                                 validated_line_pairs: dict) -> dg.AssetCheckResult:
     """Fail when too many raw lines were quarantined (a broken source, wrong folder or encoding)."""
-    accepted = store.read_table(store.LINE_PAIRS, columns=["line_id"]).num_rows
-    quarantined = store.read_table(store.QUARANTINE, columns=["line_id"]).num_rows
+    store = storage.get()
+    accepted = store.read_table(validated_line_pairs["pairs"], columns=["line_id"]).num_rows
+    quarantined = store.read_table(validated_line_pairs["quarantine"], columns=["line_id"]).num_rows
     total = accepted + quarantined
     share = quarantined / total if total else 1.0
     return dg.AssetCheckResult(
@@ -241,15 +254,17 @@ def quarantine_share_below_limit(config: QuarantineLimit) -> dg.AssetCheckResult
     )
 
 
-@dg.asset(group_name="ingest", kinds={"parquet"}, deps=[validated_line_pairs])
-def line_splits(context: dg.AssetExecutionContext, config: SplitSettings) -> dg.MaterializeResult:
+@dg.asset(group_name="ingest", kinds={"parquet"})
+def line_splits(context: dg.AssetExecutionContext, config: SplitSettings, storage: StorageResource,
+                validated_line_pairs: dict) -> dg.Output[dict]:
     """Train/validation/test split and cross-validation folds, whole documents at a time."""
     from ocr_assets.data.splits import kfold_by_document, split_by_document
 
-    pairs = store.read_table(store.LINE_PAIRS, columns=["line_id", "document"])
+    store = storage.get()
+    pairs = store.read_table(validated_line_pairs["pairs"], columns=["line_id", "document"])
     split = split_by_document(pairs, tuple(config.fractions), seed=config.seed)
     folds = kfold_by_document(split.table, k=config.folds, seed=config.seed)
-    path = store.write_table(folds.table, store.LINE_SPLITS)
+    path = store.write_table(folds.table, dataset_url(store, LINE_SPLITS, context.run_id))
     counts = collections.Counter(folds.table.column("split").to_pylist())
     docs: dict[str, set] = collections.defaultdict(set)
     for doc, name in zip(folds.table.column("document").to_pylist(), folds.table.column("split").to_pylist()):
@@ -257,7 +272,8 @@ def line_splits(context: dg.AssetExecutionContext, config: SplitSettings) -> dg.
     notes = [n for n in (split.note, folds.note) if n]
     for note in notes:
         context.log.warning(note)
-    return dg.MaterializeResult(
+    return dg.Output(
+        {"splits": path, "pairs": validated_line_pairs["pairs"], **{f"{n}_lines": counts.get(n, 0) for n in ("train", "validation", "test")}},
         metadata={
             **{f"{name}_lines": counts.get(name, 0) for name in ("train", "validation", "test")},
             "splits": dg.MetadataValue.md(

@@ -1,81 +1,35 @@
-"""Training graph: base model → baseline evaluation → LoRA adapters → merged model → evaluation report."""
+"""Training graph: base model -> LoRA adapters -> merged model; pretraining of the compact recognizer.
 
-from pathlib import Path
-from typing import Optional
+Each asset's value is a small dict with the URL of what it wrote under the data root; downstream assets get the
+value of their own run (ocr_assets.defs.io).
+"""
+
+
+from typing import Any
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from ocr_assets.defs.assets.ingest import line_splits
-from ocr_assets.data import store
-from ocr_assets.settings import data_root
+from ocr_assets.defs.configs import BaseModelConfig, FinetuneConfig, PretrainConfig, to_settings
+from ocr_assets.defs.resources import ComputeResource, StorageResource
+from ocr_assets.settings import FinetuneSettings, PretrainSettings, ScratchSettings
 
 
-class BaseModelConfig(dg.Config):
-    """Where the base model comes from: a model spec, or a compact model trained from scratch on the train split."""
+def split_pairs(storage, splits: dict, name: str):
+    """The validated pairs of one split (train / validation / test) of a `line_splits` value."""
+    import pyarrow.compute as pc
 
-    model: Optional[str] = None  # model directory or models:/NAME@ALIAS; None: the shipped default
-    from_scratch: bool = False  # also used automatically when no shipped default exists
-    scratch_epochs: int = 40
-    scratch_learning_rate: float = 1e-3
-
-
-class LoraConfig(dg.Config):
-    """LoRA fine-tuning of the base model (names as ocr_assets.training.finetune.FinetuneSettings)."""
-
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: Optional[list[str]] = None
-    epochs: Optional[int] = None
-    learning_rate: Optional[float] = None
-    batch_size: int = 16
-    seed: int = 0
-
-    def settings(self, device: str, **overrides):
-        """The library's FinetuneSettings with these values (one mapping for every asset that fine-tunes)."""
-        from ocr_assets.training.finetune import FinetuneSettings
-
-        values = dict(epochs=self.epochs, rank=self.rank, alpha=self.alpha, dropout=self.dropout,
-                      target_modules=self.target_modules, learning_rate=self.learning_rate,
-                      batch_size=self.batch_size, device=device, seed=self.seed)
-        return FinetuneSettings(**{**values, **overrides})
-
-
-class EvaluationConfig(dg.Config):
-    """The promotion gate: the challenger must beat the champion's test CER_norm by at least min_gain."""
-
-    min_gain: float = 0.0
-    register_model: bool = True
-
-
-def split_pairs(name: str) -> pa.Table:
-    """The validated pairs of one split (train / validation / test)."""
-    splits = store.read_table(store.LINE_SPLITS, columns=["line_id", "split"])
-    ids = splits.filter(pc.equal(splits.column("split"), name)).column("line_id")
-    pairs = store.read_table(store.LINE_PAIRS)
+    table = storage.read_table(splits["splits"], columns=["line_id", "split"])
+    ids = table.filter(pc.equal(table.column("split"), name)).column("line_id")
+    pairs = storage.read_table(splits["pairs"])
     return pairs.filter(pc.is_in(pairs.column("line_id"), value_set=ids.combine_chunks()))
 
 
-def upstream_path(context: dg.AssetExecutionContext, asset: str, key: str = "path") -> Path:
-    """The file an upstream asset's latest materialization recorded (each run's artifacts stay versioned)."""
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
-    if event is None or event.asset_materialization is None:
-        raise dg.Failure(f"asset {asset!r} has not been materialized yet; materialize it first")
-    value = event.asset_materialization.metadata.get(key)
-    if value is None:
-        raise dg.Failure(f"asset {asset!r} recorded no {key!r} metadata")
-    return Path(str(value.value))
+def model_url(storage, context: dg.AssetExecutionContext, kind: str) -> str:
+    return storage.url("models", kind, context.run_id)
 
 
-def run_dir(context: dg.AssetExecutionContext, kind: str):
-    path = data_root() / "models" / kind / context.run_id[:8]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _mlflow_epoch_logger(mlflow, prefix: str):
+def mlflow_epoch_logger(mlflow, prefix: str):
     def log(epoch: int, metrics: dict) -> None:
         numbers = {f"{prefix}_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "epoch"}
         if numbers:
@@ -84,66 +38,73 @@ def _mlflow_epoch_logger(mlflow, prefix: str):
     return log
 
 
-@dg.asset(group_name="training", kinds={"pytorch"}, pool="gpu", deps=[line_splits], required_resource_keys={"compute", "mlflow"})
-def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig) -> dg.MaterializeResult:
-    """The model every fine-tune starts from: shipped default, a given model, or trained here from scratch."""
+def dir_size(path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@dg.asset(group_name="training", kinds={"pytorch"}, pool="gpu")
+def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, storage: StorageResource,
+               compute: ComputeResource, mlflow: dg.ResourceParam[Any], line_splits: dict) -> dg.Output[dict]:
+    """The model every fine-tune starts from: a given model, else the champion, else the shipped one, or trained here."""
     import shutil
 
-    from ocr_assets.training import finetune as training
-    from ocr_assets.models.base import ModelNotFoundError
-    from ocr_assets.models.resolve import resolve_model_dir
+    from ocr_assets.errors import ModelNotFoundError
+    from ocr_assets.models.backends import backend_for, check_remote_code
+    from ocr_assets.models.resolve import resolve_model
+    from ocr_assets.training import finetune
 
-    out = run_dir(context, "base")
-    source = config.model or "shipped default"
-    scratch = config.from_scratch
-    if not scratch:
+    store = storage.get()
+    url = model_url(store, context, "base")
+    local = store.staging_dir(url)
+    extra: dict = {}
+    resolved = None
+    if not config.from_scratch:
         try:
-            src = resolve_model_dir(config.model)
+            resolved = resolve_model(config.model, storage.registry_uri())
         except ModelNotFoundError as exc:
             if config.model:
                 raise dg.Failure(str(exc)) from None
             context.log.warning(f"{exc}; training a compact model from scratch instead")
-            scratch = True
-    mlflow = context.resources.mlflow
-    if scratch:
+    if resolved is None:
         source = "trained from scratch on the train split"
-        mlflow.log_params({"base_source": "scratch", "scratch_epochs": config.scratch_epochs})
-        report = training.train_from_scratch(
-            split_pairs("train"), split_pairs("validation"), out, epochs=config.scratch_epochs,
-            learning_rate=config.scratch_learning_rate, device=context.resources.compute.device,
-            on_epoch=_mlflow_epoch_logger(mlflow, "scratch"),
-        )
+        scratch = ScratchSettings(**config.scratch.model_dump())
+        mlflow.log_params({"base_source": "scratch", "scratch_epochs": scratch.epochs})
+        report = finetune.train_from_scratch(
+            split_pairs(store, line_splits, "train"), split_pairs(store, line_splits, "validation"), local, scratch,
+            device=compute.device, on_epoch=mlflow_epoch_logger(mlflow, "scratch"))
         extra = {"train_seconds": round(report.seconds, 1), "peak_rss_mb": round(report.peak_rss_mb, 1)}
     else:
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.copytree(src, out)
-        mlflow.log_param("base_source", str(config.model or "shipped"))
-        extra = {}
-    from ocr_assets.models.resolve import load_recognizer
+        source = resolved.source
+        check_remote_code(backend_for(resolved.path), resolved.path, compute.trust_remote_code)
+        shutil.rmtree(local)
+        shutil.copytree(resolved.path, local)
+        mlflow.log_param("base_source", source)
+    store.publish_dir(local, url)
+    context.log.info(f"base model: {source}")
+    return dg.Output({"path": url, "source": source},
+                     metadata={"path": dg.MetadataValue.path(url), "source": source, "size_mb": round(dir_size(store.local_dir(url)) / 2**20, 2), **extra})
 
-    params = load_recognizer(out, device="cpu").parameters_count()
-    return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out)), "source": source, "parameters": params, **extra})
 
-
-@dg.asset(group_name="training", kinds={"pytorch", "safetensors"}, pool="gpu", deps=[base_model],
-          required_resource_keys={"compute", "mlflow"})
-def lora_adapters(context: dg.AssetExecutionContext, config: LoraConfig) -> dg.MaterializeResult:
+@dg.asset(group_name="training", kinds={"pytorch", "safetensors"}, pool="gpu")
+def lora_adapters(context: dg.AssetExecutionContext, config: FinetuneConfig, storage: StorageResource,
+                  compute: ComputeResource, mlflow: dg.ResourceParam[Any], base_model: dict, line_splits: dict) -> dg.Output[dict]:
     """LoRA adapters (safetensors) trained on the train split, validated on the validation split."""
-    from ocr_assets.training import finetune as training
+    from ocr_assets.training import finetune
 
-    settings = config.settings(context.resources.compute.device)
-    mlflow = context.resources.mlflow
+    store = storage.get()
     mlflow.log_params({f"lora_{k}": v for k, v in config.model_dump().items()})
-    out = run_dir(context, "adapters")
-    settings.checkpoint_dir = str(out.parent / f"{out.name}.ckpt")
-    report = training.lora_finetune(upstream_path(context, "base_model"), split_pairs("train"), split_pairs("validation"),
-                                    settings, out, on_epoch=_mlflow_epoch_logger(mlflow, "lora"))
-    mlflow.log_artifacts(str(out), artifact_path="adapters")
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    history = report.history
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(out)),
+    url = store.url("models", "adapters", context.run_id)
+    local = store.staging_dir(url)
+    checkpoints = store.url("models", "adapters", f"{context.run_id}.ckpt") if store.is_local else None
+    settings = to_settings(config, FinetuneSettings, device=compute.device, checkpoint_dir=checkpoints)
+    report = finetune.lora_finetune(store.local_dir(base_model["path"]), split_pairs(store, line_splits, "train"),
+                                    split_pairs(store, line_splits, "validation"), settings, local,
+                                    on_epoch=mlflow_epoch_logger(mlflow, "lora"))
+    mlflow.log_artifacts(str(local), artifact_path="adapters")
+    size = dir_size(local)
+    store.publish_dir(local, url)
+    return dg.Output({"path": url, "merge_dtype": settings.merge_dtype}, metadata={
+        "path": dg.MetadataValue.path(url),
         "train_seconds": round(report.seconds, 1),
         "peak_rss_mb": round(report.peak_rss_mb, 1),
         "adapter_kb": round(size / 1024, 1),
@@ -151,44 +112,42 @@ def lora_adapters(context: dg.AssetExecutionContext, config: LoraConfig) -> dg.M
         "trainable_params": report.extra.get("trainable_params"),
         "best_val_cer": report.extra.get("best_val_cer"),
         "unknown_chars": report.extra.get("unknown_chars", 0),
-        "history": dg.MetadataValue.json(history[-50:]),
+        "history": dg.MetadataValue.json(report.history[-50:]),
     })
 
 
-@dg.asset(group_name="training", kinds={"pytorch", "safetensors"}, deps=[lora_adapters, base_model])
-def merged_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    """Base weights with the adapters folded in, saved in 16-bit: a plain model directory."""
-    from ocr_assets.training import finetune as training
+@dg.asset(group_name="training", kinds={"pytorch", "safetensors"})
+def merged_model(context: dg.AssetExecutionContext, storage: StorageResource, base_model: dict,
+                 lora_adapters: dict) -> dg.Output[dict]:
+    """Base weights with the adapters folded in (in the fine-tune's merge_dtype): a plain model directory."""
+    from ocr_assets.training import finetune
 
-    out = run_dir(context, "merged")
-    training.merge_adapters(upstream_path(context, "base_model"), upstream_path(context, "lora_adapters"), out)
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out)), "size_mb": round(size / 2**20, 2)})
-
-
-class PretrainConfig(dg.Config):
-    """Pretraining mix of the compact recognizer (ocr_assets.training.pretrain.pretrain; same names as the CLI)."""
-
-    synthetic_lines: int = 20000
-    seed: int = 1
-    gt_folders: list[str] = []
-    real_repeat: int = 3
-    epochs: int = 8
-    batch_size: int = 64
-    learning_rate: float = 1.5e-3
-    init: Optional[str] = None
-    model_config: dict = {}
+    store = storage.get()
+    url = model_url(store, context, "merged")
+    local = store.staging_dir(url)
+    finetune.merge_adapters(store.local_dir(base_model["path"]), store.local_dir(lora_adapters["path"]), local,
+                            lora_adapters.get("merge_dtype", "float16"))
+    size = dir_size(local)
+    store.publish_dir(local, url)
+    return dg.Output({"path": url}, metadata={"path": dg.MetadataValue.path(url), "size_mb": round(size / 2**20, 2)})
 
 
-@dg.asset(group_name="pretraining", kinds={"pytorch"}, pool="gpu", required_resource_keys={"compute", "mlflow"})
-def pretrained_model(context: dg.AssetExecutionContext, config: PretrainConfig) -> dg.MaterializeResult:
+@dg.asset(group_name="pretraining", kinds={"pytorch"}, pool="gpu")
+def pretrained_model(context: dg.AssetExecutionContext, config: PretrainConfig, storage: StorageResource,
+                     compute: ComputeResource) -> dg.Output[dict]:
     """A compact recognizer pretrained on synthetic classical lines plus any real GT folders given."""
     from ocr_assets.training.pretrain import pretrain
 
-    out = run_dir(context, "pretrained")
-    context.resources.mlflow.log_params({f"pretrain_{k}": str(v) for k, v in config.model_dump().items()})
-    info = pretrain(out, synthetic_lines=config.synthetic_lines, seed=config.seed, gt_folders=tuple(config.gt_folders),
-                    real_repeat=config.real_repeat, epochs=config.epochs, batch_size=config.batch_size,
-                    learning_rate=config.learning_rate, init=config.init, device=context.resources.compute.device,
-                    model_config=config.model_config, log=context.log.info)
-    return dg.MaterializeResult(metadata={**{k: v for k, v in info.items() if k != "path"}, "path": dg.MetadataValue.path(str(out))})
+    store = storage.get()
+    url = model_url(store, context, "pretrained")
+    local = store.staging_dir(url)
+    settings = to_settings(config, PretrainSettings, device=compute.device)
+    mlflow.log_params({f"pretrain_{k}": str(v) for k, v in config.model_dump().items()})
+    info = pretrain(local, settings, log=context.log.info)
+    store.publish_dir(local, url)
+    return dg.Output({"path": url}, metadata={**{k: v for k, v in info.items() if k != "path"},
+                                              "path": dg.MetadataValue.path(url)})
+
+
+training_assets = [base_model, lora_adapters, merged_model]
+__all__ = ["line_splits", "training_assets", "pretrained_model", "split_pairs", "model_url"]
