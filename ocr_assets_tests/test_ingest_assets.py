@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ocr_assets.defs.assets.ingest import RawLineSources, ingest_assets, ingest_checks, iter_sources
-from ocr_assets.data import store
+from ocr_assets.defs.io import RunScopedIOManager
+from ocr_assets.defs.resources import StorageResource
 from ocr_assets.settings import ENV_DATA_ROOT, shared_data_dir
 from ocr_assets_tests.test_images import render_line, write_pair
 
@@ -41,12 +42,19 @@ def run(gt_folders: list[str], max_share: float = 0.2, sources: dict | None = No
             "validated_line_pairs_quarantine_share_below_limit": {"config": {"max_share": max_share}},
         }
     }
+    storage = StorageResource()  # the data root from the environment (the autouse fixture)
     return dg.materialize(
         [*ingest_assets, *ingest_checks],
         instance=dg.DagsterInstance.ephemeral(),
         run_config=config,
         raise_on_error=False,
+        resources={"storage": storage, "io_manager": RunScopedIOManager(storage=storage)},
     )
+
+
+def table(result, asset: str, key: str):
+    """The Parquet table this run's `asset` value names under `key` (the run's own artifact)."""
+    return pq.read_table(result.asset_value(asset)[key])
 
 
 def _check(result, name: str):
@@ -66,10 +74,10 @@ def test_ingest_graph_on_a_rendered_gt_folder(tmp_path, data_root):
     assert "not_arabic" in meta["quarantine_reasons"].value and "orphan_image" in meta["quarantine_reasons"].value
     assert _check(result, "pairs_meet_expectations").passed
     assert _check(result, "quarantine_share_below_limit").passed
-    pairs = pq.read_table(store.dataset_path(store.LINE_PAIRS))
-    assert str(store.dataset_path(store.LINE_PAIRS)).startswith(str(data_root))
+    pairs = table(result, "validated_line_pairs", "pairs")
+    assert result.asset_value("validated_line_pairs")["pairs"].startswith(str(data_root))
     assert sorted(pairs.column("line_id").to_pylist()) == sorted(stems)
-    splits = pq.read_table(store.dataset_path(store.LINE_SPLITS))
+    splits = table(result, "line_splits", "splits")
     by_doc = {}
     for doc, split in zip(splits.column("document").to_pylist(), splits.column("split").to_pylist()):
         by_doc.setdefault(doc, set()).add(split)
@@ -127,7 +135,7 @@ def test_ingest_graph_on_a_sample_of_the_shared_books(tmp_path):
     assert meta["accepted"].value + meta["quarantined"].value == 20 * len(books)
     assert meta["accepted"].value == 20 * len(books)  # the gold standard has no bad line in this sample
     assert _check(result, "pairs_meet_expectations").passed
-    splits = pq.read_table(store.dataset_path(store.LINE_SPLITS))
+    splits = table(result, "line_splits", "splits")
     docs = {}
     for doc, split in zip(splits.column("document").to_pylist(), splits.column("split").to_pylist()):
         docs.setdefault(split, set()).add(doc)

@@ -1,30 +1,28 @@
-"""The whole training graph on CPU: real ephemeral Dagster instance, real MLflow sqlite store, synthetic lines."""
+"""The whole training graph on CPU: real Dagster instances, a real MLflow sqlite store, synthetic lines; once with
+the data root on a local S3 server, once as two concurrent runs that must each evaluate their own model."""
 
+import base64
 import json
+import os
+import subprocess
+import sys
+import time
 
 import dagster as dg
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ocr_assets_tests.services import s3_server
+
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture()
-def platform(tmp_path, monkeypatch):
-    monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", str(tmp_path / "var"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    from ocr_assets.defs.definitions import build_defs
-
-    return build_defs("local"), tmp_path
-
-
-# Fully vocalised lines in the font the shipped model never saw: the situation fine-tuning is for.
+# Fully vocalised lines in a face the shipped model never saw: the situation fine-tuning is for.
 HELDOUT = ["Scheherazade-Regular", "Scheherazade-Bold"]
 
 
-def _run_config(lora_epochs: int, register: bool = True) -> dict:
-    synthetic = {"count": 300, "seed": 5, "vocalised_fraction": 1.0, "fonts": HELDOUT}
+def _run_config(lora_epochs: int, count: int = 300, register: bool = True, seed: int = 5) -> dict:
+    synthetic = {"count": count, "seed": seed, "vocalised_fraction": 1.0, "fonts": HELDOUT}
     return {
         "ops": {
             "raw_line_dataset": {"config": {"synthetic": synthetic}},
@@ -35,52 +33,135 @@ def _run_config(lora_epochs: int, register: bool = True) -> dict:
     }
 
 
-def test_main_job_trains_finetunes_evaluates_and_registers(platform):
-    from ocr_assets.synth.fonts import discover_fonts
+def _meta(instance, asset: str) -> dict:
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
-    if not any(f.name in HELDOUT for f in discover_fonts()):
-        pytest.skip("the held-out Scheherazade faces are not installed (Debian: fonts-sil-scheherazade)")
-    defs, tmp_path = platform
+
+def test_main_job_trains_finetunes_evaluates_and_registers(tmp_path, monkeypatch):
+    monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", str(tmp_path / "var"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    from ocr_assets.definitions import build_defs
+
+    defs = build_defs("local")
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("main_job").execute_in_process(instance=instance, run_config=_run_config(10))
         assert result.success
-
-        def meta(asset: str) -> dict:
-            event = instance.get_latest_materialization_event(dg.AssetKey(asset))
-            return {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-        base = meta("baseline_evaluation")
-        report = meta("evaluation_report")
-        # The fine-tuned model reads held-out vocalised lines of that font measurably better than the shipped base.
-        assert meta("base_model")["source"] == "shipped default"
+        base, report = _meta(instance, "baseline_evaluation"), _meta(instance, "evaluation_report")
+        assert _meta(instance, "base_model")["source"] == "shipped default"
+        # Measured 2026-12-02 on this CPU: base CER 0.18-0.25 on these lines, fine-tuned about 0.10-0.14. Demand a
+        # real gain (a third of the errors gone) and an absolute bound about 2x the measured fine-tuned figure.
         print("graph test CER base -> fine-tuned:", base["cer"], report["cer"])
-        assert report["cer"] < 0.9 * base["cer"], (base, report)
-        assert report["cer"] < base["cer"] - 0.003
+        assert report["cer"] < 0.67 * base["cer"], (base, report)
+        assert report["cer"] < 0.25
         assert "Per document" in report["report"] and "data:image/png;base64" in report["report"]
-        adapters = meta("lora_adapters")
+        adapters = _meta(instance, "lora_adapters")
         assert adapters["trainable_params"] > 0 and adapters["adapter_kb"] > 0
-        assert (tmp_path / "var").exists()
+        splits = result.output_for_node("line_splits")
+        merged = result.output_for_node("merged_model")
+        assert merged["path"].endswith(result.run_id)  # this run's model, under the data root
+        assert merged["path"].startswith(str(tmp_path / "var"))
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", registry_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     run = client.search_runs(client.get_experiment_by_name("ocr_assets").experiment_id)[0]
     assert run.info.status == "FINISHED"  # the end_mlflow_on_run_finished hook closed it
+    assert run.info.artifact_uri.startswith(str(tmp_path / "var"))  # artifacts under the data root, not ./mlruns
     assert {"test_cer_norm", "baseline_cer_norm", "lora_train_loss", "lora_val_cer"} <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "lora_train_loss")) == 10  # one point per epoch
     version = client.get_model_version_by_alias("ocr-assets-recognizer", "champion")
     assert client.get_model_version_by_alias("ocr-assets-recognizer", "challenger").version == version.version
     assert float(version.tags["test_cer_norm"]) == pytest.approx(report["cer_norm"], abs=1e-5)
 
-    # The registered pyfunc serves the same model: base64 line image in, text out.
-    import base64
-
+    # The registered pyfunc serves the same model: it reads the test lines as well as the report says.
     import pandas as pd
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    from ocr_assets import metrics
+
+    mlflow.set_tracking_uri(uri)
     served = mlflow.pyfunc.load_model("models:/ocr-assets-recognizer@champion")
-    pairs = pq.read_table(tmp_path / "var" / "datasets" / "line_pairs.parquet").slice(0, 3)
-    frame = pd.DataFrame({"image": [base64.b64encode(b).decode() for b in pairs.column("image").to_pylist()] + ["not base64!"]})
-    out = served.predict(frame)
-    assert list(out.columns[:2]) == ["text", "confidence"] and len(out) == 4
-    assert out["error"].iloc[3] and out["text"].iloc[3] == ""
-    assert all(isinstance(t, str) for t in out["text"].iloc[:3])
+    split = pq.read_table(splits["splits"])
+    test_ids = split.filter(pc.equal(split.column("split"), "test")).column("line_id").combine_chunks()
+    pairs = pq.read_table(splits["pairs"])
+    pairs = pairs.filter(pc.is_in(pairs.column("line_id"), value_set=test_ids)).slice(0, 20)
+    images = [base64.b64encode(b).decode() for b in pairs.column("image").to_pylist()]
+    out = served.predict(pd.DataFrame({"image": images + ["not base64!"]}))
+    assert len(out) == len(images) + 1 and out["error"].iloc[-1] and out["text"].iloc[-1] == ""
+    served_cer = metrics.cer(pairs.column("text").to_pylist(), list(out["text"].iloc[:-1]))
+    assert served_cer < 0.25 and abs(served_cer - report["cer"]) < 0.1, (served_cer, report["cer"])
+
+
+def test_ingest_and_training_graph_with_the_data_root_on_s3(tmp_path, monkeypatch):
+    """Every artifact of the graph lands in the bucket; nothing under a local folder named `s3:`."""
+    with s3_server() as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                           "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(key, value)
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket="ocr-assets")
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", "s3://ocr-assets/var")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        from ocr_assets.definitions import build_defs
+
+        defs = build_defs("local")
+        with dg.instance_for_test() as instance:
+            config = _run_config(lora_epochs=1, count=60, register=True)
+            result = defs.resolve_job_def("main_job").execute_in_process(instance=instance, run_config=config)
+            assert result.success
+            run_id = result.run_id
+            merged = result.output_for_node("merged_model")
+        assert merged["path"] == f"s3://ocr-assets/var/models/merged/{run_id}"
+        keys = {o["Key"] for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket="ocr-assets")
+                for o in page.get("Contents", [])}
+        for expected in (f"var/datasets/{run_id}/line_pairs.parquet", f"var/datasets/{run_id}/line_splits.parquet",
+                         f"var/models/merged/{run_id}/config.json", f"var/models/adapters/{run_id}/adapter_config.json",
+                         f"var/evaluations/{run_id}/report/report.md", f"var/io/evaluation_report/{run_id}.json"):
+            assert expected in keys, (expected, sorted(keys)[:20])
+        assert not (tmp_path / "s3:").exists() and not (tmp_path / "var").exists()
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("ocr-assets-recognizer", "challenger")
+        assert version.version == "1"
+
+
+def test_two_training_runs_at_once_each_evaluate_their_own_model(tmp_path):
+    """Two `dagster job execute` processes on one instance and data root: each report scores its own merged model."""
+    env = {**os.environ, "OCR_ASSETS_DATA_ROOT": str(tmp_path / "var"), "DAGSTER_HOME": str(tmp_path / "home"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    (tmp_path / "home").mkdir()
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    ingest = _run_config(lora_epochs=1, count=60)
+    ingest_cfg = tmp_path / "ingest.json"
+    ingest_cfg.write_text(json.dumps({"ops": {k: ingest["ops"][k] for k in ("raw_line_dataset", "line_splits")}}))
+    subprocess.run([dagster, "job", "execute", "-m", "ocr_assets.definitions", "-j", "ingest_job", "-c", str(ingest_cfg)],
+                   env=env, check=True, capture_output=True, timeout=600)
+    procs = []
+    for seed, rank in ((0, 4), (1, 8)):
+        cfg = tmp_path / f"train{seed}.json"
+        cfg.write_text(json.dumps({"ops": {"lora_adapters": {"config": {"epochs": 1, "rank": rank, "seed": seed}},
+                                           "evaluation_report": {"config": {"register_model": False}}}}))
+        procs.append(subprocess.Popen([dagster, "job", "execute", "-m", "ocr_assets.definitions", "-j", "training_job",
+                                       "-c", str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        time.sleep(1)
+    for proc in procs:
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, out.decode()[-3000:]
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        runs = [r for r in instance.get_runs() if r.job_name == "training_job"]
+        assert len(runs) == 2
+        for run in runs:
+            records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+            by_asset = {r.event_log_entry.dagster_event.asset_key.to_user_string():
+                        r.event_log_entry.dagster_event.event_specific_data.materialization.metadata for r in records}
+            # The report scored the model merged in the same run, from the adapters trained in the same run.
+            assert by_asset["evaluation_report"]["model"].value.endswith(f"merged/{run.run_id}")
+            assert by_asset["merged_model"]["path"].value.endswith(f"merged/{run.run_id}")
+        ranks = set()
+        for run in runs:
+            adapter = tmp_path / "var" / "models" / "adapters" / run.run_id / "adapter_config.json"
+            ranks.add(json.loads(adapter.read_text())["r"])
+        assert ranks == {4, 8}

@@ -61,9 +61,33 @@ class ComputeResource(dg.ConfigurableResource):
         return resolve_device(self.device)
 
 
-def build_resources(profile: dict) -> dict:
-    from dagster_mlflow import mlflow_tracking
+EXPERIMENT = "ocr_assets"
 
+
+@dg.resource(config_schema={"experiment_name": str, "mlflow_tracking_uri": str,
+                              "artifact_location": str})
+def mlflow_tracking_in_root(init_context):
+    """dagster-mlflow's run-scoped MLflow resource, with the experiment's artifacts under the data root
+    (MLflow's own default, ./mlruns, would land in whatever folder the process started in)."""
+    import warnings
+
+    import mlflow
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from dagster_mlflow.resources import MlFlow
+
+    config = init_context.resource_config
+    mlflow.set_tracking_uri(config["mlflow_tracking_uri"])
+    if mlflow.get_experiment_by_name(config["experiment_name"]) is None:
+        try:
+            mlflow.create_experiment(config["experiment_name"], artifact_location=config["artifact_location"])
+        except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
+            pass
+    return MlFlow(init_context)
+
+
+def build_resources(profile: dict) -> dict:
     from ocr_assets.defs.io import RunScopedIOManager
 
     storage = StorageResource(data_root=str(profile.get("data_root") or ""),
@@ -73,5 +97,7 @@ def build_resources(profile: dict) -> dict:
         "io_manager": RunScopedIOManager(storage=storage),
         "compute": ComputeResource(device=profile.get("device", "auto"),
                                    trust_remote_code=bool(profile.get("trust_remote_code", False))),
-        "mlflow": mlflow_tracking.configured({"experiment_name": "ocr_assets", "mlflow_tracking_uri": storage.mlflow_uri()}),
+        "mlflow": mlflow_tracking_in_root.configured({
+            "experiment_name": EXPERIMENT, "mlflow_tracking_uri": storage.mlflow_uri(),
+            "artifact_location": storage.get().url("mlartifacts")}),
     }
