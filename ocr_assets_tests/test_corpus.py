@@ -12,6 +12,8 @@ from PIL import Image
 from ocr_assets import metrics
 from ocr_assets.pages.schemas import validate_alto_xml, validate_page_xml
 from ocr_assets.corpus.inbox import InboxError, inside, list_scans
+from ocr_assets.defs.resources import StorageResource
+from ocr_assets.storage import Storage
 from ocr_assets_tests.test_pages import LINES, render_page
 
 OTHER = ["وقال الشافعي في كتاب الأم", "حدثنا أحمد بن حنبل"]
@@ -52,7 +54,8 @@ def _tick(defs, instance, cursor, before_runs=None):
     sensor = defs.get_sensor_def("scan_inbox_sensor")
     # The daemon resolves a partitioned run request against the instance's dynamic partitions; so do we here.
     with dg.partition_loading_context(dynamic_partitions_store=instance):
-        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                                             resources={"storage": StorageResource()}))
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     if before_runs:
@@ -90,7 +93,7 @@ def test_inbox_to_corpus(inbox, tmp_path):
         auto = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
         assert auto.total_requested == 1
         assert dg.materialize([defs.get_assets_def("ocr_corpus")], instance=instance,
-                              resources={}, selection=["ocr_corpus"]).success
+                              resources={"storage": StorageResource()}, selection=["ocr_corpus"]).success
 
         root = tmp_path / "root" / "corpus"
         summary = json.loads((root / "summary.json").read_text())
@@ -120,7 +123,8 @@ def test_inbox_to_corpus(inbox, tmp_path):
             assert errors == [], (path.name, errors)
         blank_key = next(k for k in keys if json.loads((tmp_path / f"root/scans/manifest/{k}.json").read_text())["path"] == "blank.png")
         assert (root / "scans" / blank_key / "p0001.txt").read_text() == ""
-        check = dg.materialize([defs.get_assets_def("ocr_corpus")], instance=instance, selection=["ocr_corpus"])
+        check = dg.materialize([defs.get_assets_def("ocr_corpus")], instance=instance, selection=["ocr_corpus"],
+                               resources={"storage": StorageResource()})
         assert all(e.passed for e in check.get_asset_check_evaluations())
 
         # A restarted daemon (same cursor), a lost cursor, a rename and a re-copy request nothing new.
@@ -188,10 +192,11 @@ def test_any_fsspec_url_is_an_inbox(tmp_path, monkeypatch):
     fs.pipe("/scans-bucket/readme.md", b"hello")
     scans, refused, cache = list_scans("memory://scans-bucket")
     assert [s.path for s in scans] == ["2026/p copy.png"] and [r.path for r in refused] == ["readme.md"]
-    record_scan(scans[0], "memory://scans-bucket")
+    storage = Storage(tmp_path / "root")
+    record_scan(storage, scans[0], "memory://scans-bucket")
     fs.rm("/scans-bucket/2026/p.png")  # only the recorded copy is left, and it is renamed after it was seen
     fs.mv("/scans-bucket/2026/p copy.png", "/scans-bucket/2026/renamed.png")
-    data, found = read_scan(scans[0].key)
+    data, found = read_scan(storage, scans[0].key)
     assert data == page.read_bytes() and found.path == "2026/renamed.png"
     fs.pipe("/scans-bucket/2026/p.png", page.read_bytes())
     assert list_scans("memory://scans-bucket", cache)[0][0].key == scans[0].key
@@ -203,29 +208,35 @@ def test_any_fsspec_url_is_an_inbox(tmp_path, monkeypatch):
 
 
 def test_corpus_reads_with_the_registry_champion_when_there_is_one(tmp_path, monkeypatch):
+    """The one resolver: no store -> shipped (and no store created); a champion -> the champion; explicit wins."""
     import mlflow
 
-    from ocr_assets import registry
-    from ocr_assets.defs.assets.corpus import corpus_model
-    from ocr_assets.models.resolve import load_recognizer, shipped_model_dir
+    from ocr_assets.evaluation.gate import promote_if_better
+    from ocr_assets.models.resolve import load_recognizer, resolve_model, shipped_model_dir
     from ocr_assets.pages.ocr import ocr_page
+    from ocr_assets.registry import Registry
 
-    monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", str(tmp_path / "root"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    storage = Storage(tmp_path / "root")
+    assert not storage.has_local_mlflow_store()
+    assert resolve_model(None, None).source == "shipped default"
+    assert not (tmp_path / "root" / "mlflow.db").exists()
+    uri = storage.mlflow_uri()
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     try:
-        assert corpus_model() == (None, "shipped default (no champion in the registry)")
+        registry = Registry(uri)
         registry.client()
         experiment = mlflow.create_experiment("corpus-test", artifact_location=(tmp_path / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
-            version = registry.log_and_register(shipped_model_dir(), {"test_cer_norm": 0.02})
-        registry.promote_if_better(version, 0.02, None)
-        spec, source = corpus_model()
-        assert spec == "models:/ocr-assets-recognizer@champion" and f"version {version}" in source
+            version = registry.register(shipped_model_dir(), {"test_cer_norm": 0.02})
+        assert promote_if_better(registry, version, 0.02, None, base=0.03).promoted
+        assert storage.has_local_mlflow_store()
+        resolved = resolve_model(None, uri)
+        assert resolved.source.startswith("models:/ocr-assets-recognizer@champion") and f"version {version}" in resolved.source
         page, _ = render_page()
-        lines = [line.text for line in ocr_page(load_recognizer(spec, device="cpu"), page, "p").lines]
+        lines = [line.text for line in ocr_page(load_recognizer(resolved.path, device="cpu"), page, "p").lines]
         assert metrics.cer_norm(LINES, lines) < 0.1
-        assert corpus_model("some/dir") == ("some/dir", "some/dir")  # an explicit model wins
+        assert resolve_model(shipped_model_dir(), uri).source == str(shipped_model_dir())  # an explicit model wins
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
