@@ -11,22 +11,14 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ocr_assets.models.base import ModelError, TrainConfig
+from ocr_assets.errors import ModelError
+from ocr_assets.models.base import TrainConfig
 from ocr_assets.models.compact import Codec, CodecStats, CompactOCRConfig, CompactOCRModel, CompactRecognizer
 from ocr_assets.models.compact.config import UNK_ID
 from ocr_assets.models.compact.modeling import mirror_within_width
 from ocr_assets.models.compact.train import CompactTrainOptions, train_compact
-
-# A model small enough to train in seconds on 2 CPU cores; same architecture as the shipped one.
-TINY = dict(
-    input_height=32,
-    conv_channels=[8, 16, 32, 48, 64],
-    conv_strides=[[2, 2], [2, 2], [1, 1], [2, 1], [2, 2]],
-    hidden_size=96,
-    num_layers=2,
-    num_heads=4,
-    ffn_size=192,
-)
+from ocr_assets_tests.tiny_models import TINY_COMPACT as TINY  # same architecture as the shipped one, tiny
+from ocr_assets_tests.tiny_models import tiny_compact as tiny_model
 WORDS = ["كتاب", "قال", "الله", "محمد", "في", "من", "على", "بن", "عن", "حدثنا"]
 
 
@@ -60,11 +52,6 @@ def word_lines(count: int, seed: int) -> list[tuple[Image.Image, str]]:
     rng = random.Random(seed)
     texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 4))) for _ in range(count)]
     return [(render_line(t), t) for t in texts]
-
-
-def tiny_model(alphabet: list[str], seed: int = 0) -> CompactOCRModel:
-    torch.manual_seed(seed)
-    return CompactOCRModel(CompactOCRConfig(alphabet=alphabet, **TINY))
 
 
 # ---- codec ----------------------------------------------------------------------------------------------

@@ -9,9 +9,13 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ocr_assets.errors import ModelError, ModelNotFoundError
+from ocr_assets.models.base import TrainConfig
+from ocr_assets.models.deepseek import common
 from ocr_assets.models.deepseek import ocr1_unsloth as v1
 from ocr_assets.models.deepseek import ocr2 as ds
-from ocr_assets.models.base import LoraSettings, ModelError, ModelNotFoundError, TrainConfig
+from ocr_assets.settings import LoraSettings
+from ocr_assets_tests.tiny_models import tiny_ocr2
 
 LINES = ["بسم الله الرحمن الرحيم", "قال أبو عبد الله رحمه الله", "وهذا باب في معرفة الأسماء"]
 FONT_NAMES = ("Scheherazade-Regular.ttf", "NotoNaskhArabic-Regular.ttf", "Amiri-Regular.ttf")
@@ -47,7 +51,7 @@ def images():
 
 
 def fresh() -> ds.DeepseekOcr2Recognizer:
-    return ds.DeepseekOcr2Recognizer.tiny(LINES, seed=0)
+    return tiny_ocr2(LINES, seed=0)
 
 
 # --- loop guard -------------------------------------------------------------------------------------
@@ -57,15 +61,15 @@ def test_trimmer_collapses_a_generation_loop_and_its_partial_tail():
     head, unit = "قال الشيخ رحمه الله ", "والله أعلم "
     looping = head + unit * 9 + "والل"
     # The loop is cut at its earliest phase (" والله أعلم", from the space before it): one copy stays, no tail.
-    assert ds.trim_repetition(looping) == (head + unit).rstrip()
+    assert common.trim_repetition(looping) == (head + unit).rstrip()
     tatweel = "بـ" + "ـ" * 20 + "اب"
-    assert ds.trim_repetition(tatweel) == "بـاب"
+    assert common.trim_repetition(tatweel) == "بـاب"
 
 
 def test_trimmer_leaves_ordinary_lines_and_short_repeats_alone():
     for text in (LINES[0], "ههههه ضحك", "انظر ...... ص ١٢", "لا لا لا"):
-        assert ds.trim_repetition(text) == text
-    assert ds.loop_spans(LINES[1]) == []
+        assert common.trim_repetition(text) == text
+    assert common.loop_spans(LINES[1]) == []
 
 
 # --- collator ---------------------------------------------------------------------------------------
@@ -119,7 +123,7 @@ def trained(images):
     batch = ds.DeepseekOcr2Collator(rec.processor, rec.settings)(list(zip(images, LINES)))
     model = ds.attach_lora(rec, LoraSettings(rank=8, alpha=16, dropout=0.0))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = [ds.lora_train_step(model, batch, optimizer) for _ in range(6)]
+    losses = [common.lora_train_step(model, batch, optimizer) for _ in range(6)]
     model.eval()
     return rec, batch, losses, before
 
@@ -159,7 +163,7 @@ def test_micro_batches_give_the_same_gradients_as_one_batch(images):
     grads = []
     for batches in ([collate(samples)], [collate(samples[:1]), collate(samples[1:])]):
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
-        loss = ds.lora_train_step(model, batches, optimizer)
+        loss = common.lora_train_step(model, batches, optimizer)
         grads.append((loss, [p.grad.clone() for p in model.parameters() if p.requires_grad]))
     (loss_one, g_one), (loss_two, g_two) = grads
     assert loss_one == pytest.approx(loss_two, rel=1e-5)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ocr_assets.models.base import LoraSettings, ModelError, TrainConfig
+from ocr_assets.errors import ModelError
+from ocr_assets.models.base import TrainConfig
 from ocr_assets.models.compact import CompactOCRModel, CompactRecognizer
 from ocr_assets.models.compact.recognizer import collate_lines, prepare_line
 from ocr_assets.models.compact.train import CompactTrainOptions, add_missing_characters, train_compact
-from ocr_assets.training.finetune.lora import apply_lora, load_adapters, merge_and_save, save_adapters, trainable_parameters
+from ocr_assets.settings import LoraSettings
+from ocr_assets.training.lora import apply_lora, load_adapters, merge_and_save, save_adapters, trainable_parameters
 from ocr_assets_tests.test_compact_model import render_line, tiny_model, word_lines
 
 

@@ -10,9 +10,6 @@ from typing import Iterable, Sequence
 from PIL import Image
 
 from ocr_assets.errors import ModelError, ModelNotFoundError  # noqa: F401 (re-exported for backends)
-from ocr_assets.settings import LoraSettings  # noqa: F401 (the one LoRA settings class)
-
-
 
 
 @dataclass
@@ -30,7 +27,11 @@ class Recognition:
 
 @dataclass
 class TrainConfig:
-    """Defaults live here once; dg.Config classes and the CLI reuse these names."""
+    """The backends' internal training-loop parameters (what one loop run does), built from the user-facing
+    settings by each backend. Not the user-facing defaults: those live in `ocr_assets.settings`
+    (FinetuneSettings, ScratchSettings, PretrainSettings); these values only serve the loops' own callers
+    (tests, `python -m ocr_assets.models.compact.train`).
+    """
 
     epochs: int = 10
     batch_size: int = 32
@@ -42,6 +43,19 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     checkpoint_every: int = 200  # steps
     num_workers: int = 0
+
+    @classmethod
+    def for_finetune(cls, settings, lines: int, default_learning_rate: float, **changes) -> "TrainConfig":
+        """The loop parameters of a LoRA fine-tune (settings: ocr_assets.settings.FinetuneSettings) on `lines`
+        lines; the learning rate is the settings' own, else the backend's default."""
+        values = dict(
+            epochs=settings.auto_epochs(lines),
+            batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate or default_learning_rate,
+            device=settings.device,
+            seed=settings.seed,
+        )
+        return cls(**{**values, **changes})
 
 
 class Recognizer(abc.ABC):
@@ -79,6 +93,13 @@ def resolve_device(device: str = "auto") -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} was asked for but torch sees no CUDA device; use --device cpu")
     return device
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports kilobytes)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def batched(items: Sequence, size: int) -> Iterable[Sequence]:

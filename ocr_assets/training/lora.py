@@ -1,5 +1,8 @@
 """peft LoRA for any recognizer's torch model: apply, save adapters (safetensors), reload, merge into a plain model.
 
+The one place LoraSettings become adapter arguments: `lora_kwargs` (also what Unsloth's get_peft_model takes)
+and `lora_config` (peft's LoraConfig from the same kwargs).
+
 Backend-neutral: target modules come from LoraSettings, else the caller's default, else the model's
 `default_lora_targets`. A model whose label set grew (compact: `extend_alphabet`) lists its output layer in
 `modules_to_save`; the adapter folder then keeps the grown config (`base_config.json`) so reloading grows a fresh
@@ -16,25 +19,28 @@ from typing import Sequence
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from ocr_assets.models.base import LoraSettings, ModelError
+from ocr_assets.errors import ModelError
+from ocr_assets.settings import LoraSettings
 
 BASE_CONFIG = "base_config.json"
 
 
+def lora_kwargs(settings: LoraSettings, targets: Sequence[str]) -> dict:
+    """The adapter arguments for these settings, named as peft's LoraConfig and Unsloth's get_peft_model take them."""
+    return {
+        "r": settings.rank,
+        "lora_alpha": settings.alpha,
+        "lora_dropout": settings.dropout,
+        "target_modules": list(targets),
+        "modules_to_save": list(settings.modules_to_save) if settings.modules_to_save else None,
+        "bias": "none",
+    }
+
+
 def lora_config(settings: LoraSettings, targets: Sequence[str]) -> LoraConfig:
-    """The peft LoraConfig for these settings (rank, alpha, dropout, targets, modules_to_save)."""
-    if settings.rank < 1:
-        raise ModelError(f"LoRA rank {settings.rank} must be >= 1 (16 is a common choice)")
-    if not 0.0 <= settings.dropout < 1.0:
-        raise ModelError(f"LoRA dropout {settings.dropout} must be in [0, 1)")
-    return LoraConfig(
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=list(targets),
-        modules_to_save=list(settings.modules_to_save) if settings.modules_to_save else None,
-        bias="none",
-    )
+    """The peft LoraConfig for these settings (rank, alpha, dropout, targets, modules_to_save); LoraSettings
+    validated rank and dropout when it was built."""
+    return LoraConfig(**lora_kwargs(settings, targets))
 
 
 def apply_lora(
@@ -67,7 +73,10 @@ def save_adapters(model: PeftModel, path: str | Path) -> Path:
     if not isinstance(model, PeftModel):
         raise ModelError(f"save_adapters needs a peft model (from apply_lora); got {type(model).__name__}")
     path = Path(path)
-    model.save_pretrained(path, safe_serialization=True)
+    # A grown label set is carried by modules_to_save and base_config.json; peft's own guess (it compares the
+    # vocab size with the base directory's config and then wants input embeddings, which a line recognizer has
+    # none of) must not kick in.
+    model.save_pretrained(path, safe_serialization=True, save_embedding_layers=False)
     base = model.get_base_model()
     if hasattr(base, "config") and hasattr(base.config, "to_dict"):
         (path / BASE_CONFIG).write_text(json.dumps(base.config.to_dict(), ensure_ascii=False, indent=1))

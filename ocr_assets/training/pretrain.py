@@ -13,6 +13,10 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Callable
+
+from ocr_assets.errors import ConfigError
+from ocr_assets.settings import PretrainSettings
 
 # Scheherazade (SIL) is a Naskh book face with full tashkeel support: kept out of training so the vocalised
 # benchmark reads a face the model never saw.
@@ -37,13 +41,11 @@ def render(out: Path, count: int, seed: int, workers: int, vocalised_fraction: f
     return info
 
 
-def pretrain(out_dir: Path, synthetic_lines: int = 20000, seed: int = 1, gt_folders: tuple[str, ...] = (),
-             real_repeat: int = 3, epochs: int = 8, batch_size: int = 64, learning_rate: float = 1.5e-3,
-             init: str | None = None, device: str = "auto", workers: int | None = None, model_config: dict | None = None,
-             log=print) -> dict:
+def pretrain(out_dir: Path, settings: PretrainSettings, log: Callable[[str], None] = print) -> dict:
     """The pretraining recipe in one call (asset `pretrained_model` and `ocr-assets pretrain`): render synthetic
-    lines (held-out fonts excluded), add validated real lines from GT folders (repeated `real_repeat` times),
-    train a compact recognizer from scratch or from `init`, save it to out_dir; resumes from out_dir.ckpt."""
+    lines (held-out fonts excluded, every CPU core), add validated real lines from GT folders (repeated
+    `real_repeat` times), train a compact recognizer from scratch or from `init`, save it to out_dir; resumes from
+    out_dir.ckpt."""
     import time
 
     import pyarrow as pa
@@ -55,44 +57,47 @@ def pretrain(out_dir: Path, synthetic_lines: int = 20000, seed: int = 1, gt_fold
     from ocr_assets.models.compact.recognizer import CompactRecognizer
     from ocr_assets.models.compact.train import CompactTrainOptions, add_missing_characters, train_compact
 
+    s = settings
+    out_dir = Path(out_dir)
     start = time.perf_counter()
     work = out_dir.parent / f"{out_dir.name}.work"
     shards = []
-    if synthetic_lines > 0:
-        shard = work / f"synth_{seed}_{synthetic_lines}.parquet"
+    if s.synthetic_lines > 0:
+        shard = work / f"synth_{s.seed}_{s.synthetic_lines}.parquet"
         if not shard.is_file():  # rendering is the slow part: keep it across resumed runs
-            render(shard, synthetic_lines, seed, workers or os.cpu_count() or 1, 0.5, HELDOUT_FONTS)
+            render(shard, s.synthetic_lines, s.seed, os.cpu_count() or 1, 0.5, HELDOUT_FONTS)
         shards.append(pq.read_table(shard, columns=["image", "text"]))
     real_lines = 0
-    if gt_folders:
+    if s.gt_folders:
         from ocr_assets.data.gt_folder import iter_gt_folder
         from ocr_assets.data.validation import validate_lines
 
-        for folder in gt_folders:
+        for folder in s.gt_folders:
             pairs, quarantine = validate_lines(iter_gt_folder(folder))
             log(f"{folder}: {pairs.num_rows} pairs, {quarantine.num_rows} quarantined")
             real_lines += pairs.num_rows
-            shards += [pairs.select(["image", "text"])] * max(1, real_repeat)
+            shards += [pairs.select(["image", "text"])] * max(1, s.real_repeat)
     if not shards:
-        raise ValueError("nothing to train on: give synthetic_lines > 0 and/or gt_folders")
+        raise ConfigError("nothing to train on: give synthetic_lines > 0 and/or gt_folders")
     table = pa.concat_tables(shards)
     # Every 50th line is held out for model selection.
     val_idx = list(range(0, table.num_rows, 50))
     val = table.take(val_idx)
     train = table.filter(pa.array([i % 50 != 0 for i in range(table.num_rows)]))
     model = None
-    if init:
+    if s.init:
         from ocr_assets.models.resolve import resolve_model_dir
 
-        model = CompactOCRModel.from_pretrained(resolve_model_dir(init), dtype=torch.float32)
+        model = CompactOCRModel.from_pretrained(resolve_model_dir(s.init), dtype=torch.float32)
         add_missing_characters(model, train.column("text").to_pylist())
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, device=device, seed=seed,
-                         checkpoint_dir=str(out_dir.parent / f"{out_dir.name}.ckpt"))
+    config = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, learning_rate=s.learning_rate, device=s.device,
+                         seed=s.seed, checkpoint_dir=str(out_dir.parent / f"{out_dir.name}.ckpt"))
     result = train_compact(model, train, val, config, on_epoch=lambda e, m: log(f"epoch {e}: {m}"),
-                           options=CompactTrainOptions(model_config=model_config or {}, augment=True))
+                           options=CompactTrainOptions(model_config=dict(s.architecture or {}), augment=True))
     CompactRecognizer(result.model, device="cpu").save(out_dir)
-    return {"path": str(out_dir), "synthetic_lines": synthetic_lines, "real_lines": real_lines, "train_rows": train.num_rows,
-            "epochs": epochs, "best_val_cer": result.best_val_cer, "seconds": round(time.perf_counter() - start, 1)}
+    return {"path": str(out_dir), "synthetic_lines": s.synthetic_lines, "real_lines": real_lines,
+            "train_rows": train.num_rows, "epochs": s.epochs, "best_val_cer": result.best_val_cer,
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The compact CTC line recognizer: the platform's embedded default model (DESIGN.md, "The compact recognizer")."""
+"""The compact CTC line recognizer: the platform's embedded default model (docs/ARCHITECTURE.md, "The compact recognizer")."""
 
 from ocr_assets.models.compact.codec import Codec, CodecStats, default_alphabet
 from ocr_assets.models.compact.config import CompactOCRConfig

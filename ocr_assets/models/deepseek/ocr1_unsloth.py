@@ -6,31 +6,24 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from PIL import Image, ImageOps
 
-from ocr_assets.models.base import (
-    LoraSettings,
-    ModelError,
-    ModelNotFoundError,
-    Recognition,
-    Recognizer,
-    TrainConfig,
-    batched,
-)
-from ocr_assets.models.deepseek.ocr2 import (
+from ocr_assets.errors import ModelError, ModelNotFoundError, RemoteCodeNotAllowedError
+from ocr_assets.models.base import Recognition, Recognizer, TrainConfig
+from ocr_assets.models.deepseek.common import (
     IGNORE_INDEX,
     FinetuneResult,
     as_rgb,
-    lora_train_step,
+    lora_training_loop,
     one_line,
     pad_batch,
     recognition_from_tokens,
     to_device,
 )
+from ocr_assets.settings import LoraSettings
 from ocr_assets.text import normalize
-from ocr_assets.errors import RemoteCodeNotAllowedError
 
 DEFAULT_MODEL = "unsloth/DeepSeek-OCR"
 PROMPT = "<image>\nFree OCR."
@@ -241,20 +234,17 @@ class UnslothDeepseekOcrRecognizer(Recognizer):
         """The seed plan's adapters (r=16 on every projection); the vision tower stays frozen unless asked."""
         from unsloth import FastVisionModel
 
+        from ocr_assets.training.lora import lora_kwargs
+
         lora = lora or LoraSettings()
         self.model = FastVisionModel.get_peft_model(
             self.model,
-            target_modules=lora.target_modules or self.lora_target_modules,
-            r=lora.rank,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            bias="none",
+            **lora_kwargs(lora, lora.target_modules or self.lora_target_modules),
             random_state=seed,
             finetune_vision_layers=finetune_vision_layers,
             finetune_language_layers=True,
             finetune_attention_modules=True,
             finetune_mlp_modules=True,
-            modules_to_save=lora.modules_to_save,
         )
         return self.model
 
@@ -317,8 +307,7 @@ class UnslothDeepseekOcrRecognizer(Recognizer):
         else:
             self.model.save_pretrained(out)
             self.tokenizer.save_pretrained(out)
-        payload = {"backend": BACKEND, "settings": asdict(self.settings)}
-        (out / SETTINGS_FILE).write_text(json.dumps(payload, ensure_ascii=False, indent=2), encoding="utf-8")
+        _write_settings(out, self.settings)
         return out
 
 
@@ -329,12 +318,10 @@ def finetune(
     train: TrainConfig | None = None,
     *,
     micro_batch_size: int = 2,
+    on_step: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
 ) -> FinetuneResult:
-    """LoRA fine-tune with the shared AdamW step; Unsloth supplies adapters and gradient checkpointing."""
-    import random
-    import time
-
-    import torch
+    """LoRA fine-tune through the shared loop of common.py; Unsloth supplies adapters and gradient checkpointing."""
     from unsloth import FastVisionModel
 
     train = train or TrainConfig()
@@ -345,24 +332,58 @@ def finetune(
     model = recognizer.model
     FastVisionModel.for_training(model)
     collator = DeepseekOcr1Collator(recognizer.tokenizer, recognizer.settings, model.dtype)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.weight_decay)
-    total_steps = train.max_steps or train.epochs * math.ceil(len(samples) / train.batch_size)
-    rng, order = random.Random(train.seed), list(range(len(samples)))
-    result = FinetuneResult(steps=0, trainable_parameters=sum(p.numel() for p in params))
-    started = time.perf_counter()
-    while result.steps < total_steps:
-        rng.shuffle(order)
-        for start in range(0, len(order), train.batch_size):
-            chosen = [samples[i] for i in order[start : start + train.batch_size]]
-            micro = [collator(part) for part in batched(chosen, micro_batch_size)]
-            result.losses.append(lora_train_step(model, micro, optimizer))
-            result.steps += 1
-            if result.steps >= total_steps:
-                break
-    FastVisionModel.for_inference(model)
-    result.seconds = time.perf_counter() - started
-    return result
+    try:
+        return lora_training_loop(
+            model,
+            samples,
+            collator,
+            train,
+            micro_batch_size=micro_batch_size,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            save_checkpoint=lambda: save_adapters(recognizer, Path(train.checkpoint_dir) / "adapter"),
+        )
+    finally:
+        FastVisionModel.for_inference(model)
+
+
+def save_adapters(recognizer: UnslothDeepseekOcrRecognizer, out_dir: str | Path) -> Path:
+    """The LoRA adapters (safetensors + adapter_config.json) and the recognizer settings, for `merge_into`."""
+    if not hasattr(recognizer.model, "peft_config"):
+        raise ModelError("the recognizer has no LoRA adapters to save; run finetune() or add_lora() first")
+    out = Path(out_dir)
+    recognizer.model.save_pretrained(str(out), safe_serialization=True)
+    _write_settings(out, recognizer.settings)
+    return out
+
+
+def merge_into(recognizer: UnslothDeepseekOcrRecognizer, adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """Put the adapters of `adapter_dir` on the loaded base model and save merged 16-bit weights to out_dir."""
+    from peft import PeftModel
+
+    path = Path(adapter_dir)
+    if not (path / "adapter_config.json").is_file():
+        raise ModelNotFoundError(f"no adapter_config.json in {str(path)!r}; pass a directory written by save_adapters")
+    recognizer.model = PeftModel.from_pretrained(recognizer.model, str(path))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if hasattr(recognizer.model, "save_pretrained_merged"):  # Unsloth's own merge (patched onto its models)
+        recognizer.model.save_pretrained_merged(str(out), recognizer.tokenizer, save_method="merged_16bit")
+    else:
+        import torch
+
+        merged = recognizer.model.merge_and_unload()
+        half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        merged.to(half).save_pretrained(out, safe_serialization=True)
+        recognizer.tokenizer.save_pretrained(out)
+        recognizer.model = merged
+    _write_settings(out, recognizer.settings)
+    return out
+
+
+def _write_settings(out: Path, settings: Ocr1Settings) -> None:
+    payload = {"backend": BACKEND, "settings": asdict(settings)}
+    (out / SETTINGS_FILE).write_text(json.dumps(payload, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def _read_settings(source: Path) -> Ocr1Settings:

@@ -1,38 +1,41 @@
-"""DeepSeek-OCR-2 through transformers' native classes: recognizer, collator, LoRA fine-tune and merge."""
+"""DeepSeek-OCR-2 through transformers' native classes: recognizer, collator, LoRA fine-tune and merge.
+
+The parts shared with DeepSeek-OCR v1 (batching, decoding, loop guard, the LoRA loop) live in
+`ocr_assets.models.deepseek.common`; the backend wrapper is `ocr_assets.models.deepseek.backend.Ocr2Backend`.
+"""
 
 from __future__ import annotations
 
 import json
-import math
-import random
 import re
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from PIL import Image
 
-from ocr_assets.models.base import (
-    LoraSettings,
-    ModelError,
-    ModelNotFoundError,
-    Recognition,
-    Recognizer,
-    TrainConfig,
-    batched,
-    resolve_device,
+from ocr_assets.errors import ModelError, ModelNotFoundError
+from ocr_assets.models.base import Recognition, Recognizer, TrainConfig, batched, resolve_device
+from ocr_assets.models.deepseek.common import (
+    IGNORE_INDEX,
+    FinetuneResult,
+    as_rgb,
+    lora_training_loop,
+    one_line,
+    pad_batch,
+    recognition_from_tokens,
+    to_device,
 )
+from ocr_assets.settings import LoraSettings
 from ocr_assets.text import normalize
 
 # The transformers conversion of deepseek-ai/DeepSeek-OCR-2 (whose own repo is remote code, model_type deepseek_vl_v2).
 DEFAULT_MODEL = "deepseek-community/DeepSeek-OCR-2"
 PROMPT = "<image>\nFree OCR."
-IGNORE_INDEX = -100
 SETTINGS_FILE = "ocr_assets_recognizer.json"
 BACKEND = "deepseek_ocr2"
-# Special-token spellings of the real tokenizer, reused by the tiny one so prompts read the same.
+# Special-token spellings of the real tokenizer (a test tokenizer reuses them so prompts read the same).
 BOS, EOS, PAD, IMAGE = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>", "<image>"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _LM_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -74,150 +77,6 @@ class Ocr2Settings:
         if unknown:
             raise ModelError(f"unknown recognizer settings {unknown}; allowed: {sorted(known)}")
         return cls(**data)
-
-
-# ---------------------------------------------------------------------------------------------- loop guard
-
-
-def loop_spans(text: str, max_repeats: int = 3, min_chars: int = 12, max_unit: int = 100) -> list[tuple[int, int]]:
-    """Character ranges to delete: every copy after the first of a unit repeated more than `max_repeats` times."""
-    spans, i, n = [], 0, len(text)
-    while i < n:
-        found = None
-        limit = i + min(max_unit, (n - i) // (max_repeats + 1))
-        # Only sizes at which the unit's first character recurs can start a second copy.
-        j = text.find(text[i], i + 1, limit + 1)
-        while j != -1:
-            size = j - i
-            unit = text[i:j]
-            reps = 1
-            while text.startswith(unit, i + reps * size):
-                reps += 1
-            if reps > max_repeats and reps * size >= min_chars:
-                found = (size, reps)
-                break
-            j = text.find(text[i], j + 1, limit + 1)
-        if found is None:
-            i += 1
-            continue
-        size, reps = found
-        end = i + reps * size
-        # A loop cut off by max_new_tokens usually ends in a partial copy: drop it too.
-        if end < n and text[i : i + size].startswith(text[end:]):
-            end = n
-        spans.append((i + size, end))
-        i = end
-    return spans
-
-
-def trim_repetition(text: str, max_repeats: int = 3, min_chars: int = 12) -> str:
-    """Collapse generation loops ("X X X X X ...") to one copy of the repeated unit."""
-    return _cut(text, loop_spans(text, max_repeats, min_chars))
-
-
-def _cut(items, spans):
-    kept, start = [], 0
-    for lo, hi in spans:
-        kept.append(items[start:lo])
-        start = hi
-    kept.append(items[start:])
-    return "".join(kept) if isinstance(items, str) else [x for part in kept for x in part]
-
-
-# ---------------------------------------------------------------------------------------------- tiny model
-
-
-_TINY_CORPUS = (
-    "بسم الله الرحمن الرحيم",
-    "الحمد لله رب العالمين والصلاة والسلام على رسوله الكريم",
-    "قال أبو عبد الله رحمه الله تعالى في كتابه",
-    "وهذا باب في معرفة الأسماء والكنى",
-)
-
-
-def tiny_processor(texts: Iterable[str] = (), vocab_size: int = 384, image_size: int = 24):
-    """An offline DeepseekOcr2Processor: a byte-level BPE trained here on Arabic text, small image views."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-    from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import DeepseekOcr2ImageProcessorPil
-    from transformers.models.deepseek_ocr2.processing_deepseek_ocr2 import DeepseekOcr2Processor
-
-    if image_size % 12:
-        raise ModelError(f"image_size={image_size} must be a multiple of 12 (12 x 12 queries per view); try 24")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[BOS, EOS, PAD, IMAGE],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodes: no unknown tokens
-        show_progress=False,
-    )
-    tok.train_from_iterator([*_TINY_CORPUS, PROMPT, *texts], trainer)
-    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, tok.token_to_id(BOS))])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, extra_special_tokens={"image_token": IMAGE}
-    )
-    tokenizer.padding_side = "left"
-    image_processor = DeepseekOcr2ImageProcessorPil(
-        size={"height": image_size, "width": image_size}, tile_size=image_size
-    )
-    # The vision tower emits 144 queries for any view of <= 144 patches; patch_size * downsample_ratio = size / 12
-    # makes the processor count those same 144 tokens per view.
-    return DeepseekOcr2Processor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=image_size // 12, downsample_ratio=1
-    )
-
-
-def tiny_config(processor, hidden_size: int = 32, num_layers: int = 2):
-    """A random DeepseekOcr2Config small enough for forward, generate and LoRA backward on CPU in seconds."""
-    from transformers import DeepseekOcr2Config
-
-    tokenizer = processor.tokenizer
-    size = processor.image_processor.size["height"]
-    vision = {
-        "sam_config": {
-            "hidden_size": 16,
-            "output_channels": 16,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": size,
-            "patch_size": 2,
-            "window_size": 0,
-            "global_attn_indexes": [0],
-            "downsample_channels": [16, hidden_size],
-        },
-        "encoder_config": {
-            "hidden_size": hidden_size,  # must equal the SAM neck's last downsample channel count
-            "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 512,
-        },
-    }
-    text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 4,
-        "max_position_embeddings": 4096,
-        # Like the real model: a dense first layer, then mixture-of-experts layers with shared experts.
-        "mlp_layer_types": ["dense"] + ["sparse"] * (num_layers - 1),
-        "n_routed_experts": 4,
-        "n_shared_experts": 1,
-        "num_experts_per_tok": 2,
-        "moe_intermediate_size": hidden_size // 2,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    return DeepseekOcr2Config(vision_config=vision, text_config=text, image_token_id=processor.image_token_id)
-
-
-TINY_SETTINGS = Ocr2Settings(min_patches=1, max_patches=2, max_new_tokens=16)
 
 
 # ---------------------------------------------------------------------------------------------- collator
@@ -264,38 +123,6 @@ class DeepseekOcr2Collator:
         return batch
 
 
-def pad_batch(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict:
-    """(ids, labels) rows -> right-padded input_ids, labels (-100 on pads) and attention_mask."""
-    width = max(len(ids) for ids, _ in rows)
-    # Right padding: the loss ignores pads, and every row keeps the positions it had alone.
-    return {
-        "input_ids": torch.tensor([ids + [pad_id] * (width - len(ids)) for ids, _ in rows]),
-        "labels": torch.tensor([lab + [IGNORE_INDEX] * (width - len(lab)) for _, lab in rows]),
-        "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]),
-    }
-
-
-def as_rgb(image) -> Image.Image:
-    """A decoded RGB copy, or a ModelError naming what is wrong with the image."""
-    if not isinstance(image, Image.Image):
-        raise ModelError(f"expected a PIL image, got {type(image).__name__}")
-    image.load()  # decode now so a truncated file fails here, for this image only
-    if image.width < 2 or image.height < 2:
-        raise ModelError(f"image is {image.width}x{image.height} pixels; a line image needs at least 2x2")
-    return image.convert("RGB")
-
-
-def to_device(value, device, dtype):
-    """Tensors (also inside dicts, lists, tuples) to `device`; floating ones to `dtype`."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device, dtype=dtype if value.is_floating_point() else None)
-    if isinstance(value, dict):
-        return {key: to_device(item, device, dtype) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_device(item, device, dtype) for item in value)
-    return value
-
-
 # ---------------------------------------------------------------------------------------------- recognizer
 
 
@@ -317,12 +144,6 @@ class DeepseekOcr2Recognizer(Recognizer):
 
         torch.manual_seed(seed)
         return cls(DeepseekOcr2ForConditionalGeneration(config).eval(), processor, settings)
-
-    @classmethod
-    def tiny(cls, texts: Iterable[str] = (), seed: int = 0) -> "DeepseekOcr2Recognizer":
-        """A random tiny recognizer with an offline tokenizer trained on `texts`."""
-        processor = tiny_processor(texts)
-        return cls.from_config(tiny_config(processor), processor, TINY_SETTINGS, seed=seed)
 
     @classmethod
     def from_pretrained(
@@ -451,50 +272,11 @@ class DeepseekOcr2Recognizer(Recognizer):
         ]
 
 
-def recognition_from_tokens(tokenizer, ids: list[int], probs: list[float], max_repeats: int, min_chars: int):
-    """Generated ids and their probabilities -> loop-trimmed, normalized text with confidences."""
-    ended = tokenizer.eos_token_id in ids
-    if ended:
-        cut = ids.index(tokenizer.eos_token_id)
-        ids, probs = ids[:cut], probs[:cut]
-    raw, confs = decode_with_confidences(tokenizer, ids, probs)
-    spans = loop_spans(raw, max_repeats, min_chars)
-    text, confs = _cut(raw, spans), _cut(confs, spans)
-    final = normalize(text)
-    lead = len(text) - len(text.lstrip())
-    # Stripping keeps the alignment; NFC or collapsed spaces move characters, so then none is given.
-    confs = confs[lead : lead + len(final)] if final == text.strip() else []
-    confidence = sum(probs) / len(probs) if probs and final else 0.0
-    if spans or not ended:
-        confidence *= 0.5  # a trimmed loop or a cut-off line is suspect: rank it low for review
-    return Recognition(text=final, confidence=float(confidence), char_confidences=confs)
-
-
 def _failed(image, generate) -> Recognition:
     try:
         return generate([image])[0]
     except Exception as exc:
         return Recognition(text="", confidence=0.0, error=one_line(exc))
-
-
-def decode_with_confidences(tokenizer, ids: list[int], probs: list[float]) -> tuple[str, list[float]]:
-    """Decoded text and, per character, the probability of the token that produced it."""
-    text, confs = "", []
-    for k in range(len(ids)):
-        current = tokenizer.decode(ids[: k + 1], skip_special_tokens=True)
-        same = 0
-        limit = min(len(text), len(current))
-        while same < limit and text[same] == current[same]:
-            same += 1
-        # A byte-level token can end inside a character: the character is credited to the token completing it.
-        confs = confs[:same] + [probs[k]] * (len(current) - same)
-        text = current
-    return text, confs
-
-
-def one_line(exc: Exception) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}"[:300]
 
 
 def _check_dtype(dtype: str) -> str:
@@ -558,20 +340,11 @@ def _read_settings(source: str) -> Ocr2Settings:
 # ---------------------------------------------------------------------------------------------- LoRA
 
 
-@dataclass
-class FinetuneResult:
-    """What a LoRA run did."""
-
-    steps: int
-    losses: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    trainable_parameters: int = 0
-    total_parameters: int = 0
-
-
 def attach_lora(recognizer: DeepseekOcr2Recognizer, lora: LoraSettings | None = None, gradient_checkpointing=False):
     """Wrap the recognizer's model in peft LoRA adapters (kept as they are when it already has some)."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel, get_peft_model
+
+    from ocr_assets.training.lora import lora_config
 
     if isinstance(recognizer.model, PeftModel):
         for name, param in recognizer.model.named_parameters():
@@ -581,40 +354,9 @@ def attach_lora(recognizer: DeepseekOcr2Recognizer, lora: LoraSettings | None = 
     base = recognizer.model
     if gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    config = LoraConfig(
-        r=lora.rank,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules or recognizer.lora_target_modules,
-        modules_to_save=lora.modules_to_save,
-        bias="none",
-    )
-    recognizer.model = get_peft_model(base, config)
+    targets = lora.target_modules or recognizer.lora_target_modules
+    recognizer.model = get_peft_model(base, lora_config(lora, targets))
     return recognizer.model
-
-
-def lora_train_step(model, batches: dict | Sequence[dict], optimizer, max_grad_norm: float = 1.0) -> float:
-    """One optimizer step over one batch, or over micro-batches whose gradients add up to one batch."""
-    batches = [batches] if isinstance(batches, dict) else list(batches)
-    device = next(model.parameters()).device
-    frozen = [p.dtype for p in model.parameters() if p.is_floating_point() and not p.requires_grad]
-    dtype = frozen[0] if frozen else torch.float32  # inputs follow the frozen base weights (bf16 on GPUs)
-    counts = [int((b["labels"] != IGNORE_INDEX).sum()) for b in batches]
-    targets = sum(counts)
-    if targets == 0:
-        raise ModelError("batch has no target tokens (all labels are -100); check the samples' texts")
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    total = 0.0
-    for batch, count in zip(batches, counts):
-        # Each micro-batch's mean loss weighted by its share of target tokens: the step sees one batch's mean.
-        loss = model(**to_device(batch, device, dtype)).loss * (count / targets)
-        loss.backward()
-        total += float(loss.detach())
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
-    optimizer.step()
-    return total
 
 
 def finetune(
@@ -626,8 +368,10 @@ def finetune(
     micro_batch_size: int = 4,
     gradient_checkpointing: bool | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
 ) -> FinetuneResult:
-    """LoRA fine-tune on (image, text) pairs with AdamW; the recognizer keeps the adapters (see merge_and_save)."""
+    """LoRA fine-tune on (image, text) pairs (the shared loop of common.py); the recognizer keeps the adapters
+    (see merge_and_save)."""
     train = train or TrainConfig()
     if not samples:
         raise ModelError("finetune got no samples; pass (PIL image, text) pairs")
@@ -638,37 +382,16 @@ def finetune(
     torch.manual_seed(train.seed)
     model = attach_lora(recognizer, lora, gradient_checkpointing)
     collator = DeepseekOcr2Collator(recognizer.processor, recognizer.settings)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.weight_decay)
-    per_epoch = math.ceil(len(samples) / train.batch_size)
-    total_steps = train.max_steps or train.epochs * per_epoch
-    warmup = max(1, total_steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.1, (total_steps - s) / max(1, total_steps - warmup)))
+    return lora_training_loop(
+        model,
+        samples,
+        collator,
+        train,
+        micro_batch_size=micro_batch_size,
+        on_step=on_step,
+        on_epoch=on_epoch,
+        save_checkpoint=lambda: save_adapters(recognizer, Path(train.checkpoint_dir) / "adapter"),
     )
-    rng = random.Random(train.seed)
-    order = list(range(len(samples)))
-    result = FinetuneResult(steps=0, trainable_parameters=sum(p.numel() for p in params))
-    result.total_parameters = sum(p.numel() for p in model.parameters())
-    started = time.perf_counter()
-    while result.steps < total_steps:
-        rng.shuffle(order)
-        for start in range(0, len(order), train.batch_size):
-            chosen = [samples[i] for i in order[start : start + train.batch_size]]
-            micro = [collator(part) for part in batched(chosen, max(1, micro_batch_size))]
-            loss = lora_train_step(model, micro, optimizer)
-            schedule.step()
-            result.steps += 1
-            result.losses.append(loss)
-            if on_step:
-                on_step(result.steps, loss)
-            if train.checkpoint_dir and result.steps % train.checkpoint_every == 0:
-                save_adapters(recognizer, Path(train.checkpoint_dir) / "adapter")
-            if result.steps >= total_steps:
-                break
-    model.eval()
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def save_adapters(recognizer: DeepseekOcr2Recognizer, out_dir: str | Path) -> Path:

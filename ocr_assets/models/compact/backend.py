@@ -1,0 +1,63 @@
+"""The compact CTC recognizer as a backend: load, LoRA fine-tune (growing the alphabet when a book needs it), merge."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from ocr_assets.models.backends import Backend, OnEpoch, Samples, TrainReport
+from ocr_assets.models.base import TrainConfig, peak_rss_mb
+
+
+class CompactBackend(Backend):
+    """model_type `compact_ctc_ocr` (ocr_assets.models.compact): the platform's embedded default."""
+
+    name = "compact"
+    remote_code = False
+    default_learning_rate = 2e-3
+
+    def load(self, model_dir: Path, device: str = "auto"):
+        from ocr_assets.models.compact.recognizer import CompactRecognizer
+
+        return CompactRecognizer.load(model_dir, device=device)
+
+    def finetune(self, base_dir: Path, train: Samples, val: Samples | None, settings, adapter_dir: Path,
+                 on_epoch: OnEpoch | None = None) -> TrainReport:
+        """Grow the alphabet by the book's new characters (their output rows then train in full), wrap the encoder
+        in LoRA adapters, train them with CTC and save them to adapter_dir."""
+        import torch
+
+        from ocr_assets.models.compact.modeling import LORA_TARGETS, CompactOCRModel
+        from ocr_assets.models.compact.train import CompactTrainOptions, add_missing_characters, train_compact
+        from ocr_assets.training import lora
+
+        start = time.perf_counter()
+        model = CompactOCRModel.from_pretrained(base_dir, dtype=torch.float32)
+        added = add_missing_characters(model, [text for _, text in train])
+        peft_model = lora.apply_lora(model, settings.lora(["classifier"] if added else None),
+                                     default_targets=LORA_TARGETS)
+        trainable, total = lora.trainable_parameters(peft_model)
+        config = TrainConfig.for_finetune(settings, len(train), self.default_learning_rate, weight_decay=0.0,
+                                          checkpoint_dir=settings.checkpoint_dir)
+        result = train_compact(peft_model, train, val or None, config, on_epoch=on_epoch,
+                               options=CompactTrainOptions(augment=True))
+        if adapter_dir.exists():
+            shutil.rmtree(adapter_dir)
+        lora.save_adapters(result.model, adapter_dir)
+        extra = {"epochs": config.epochs, "learning_rate": config.learning_rate, "trainable_params": trainable,
+                 "total_params": total, "added_characters": "".join(added), "best_val_cer": result.best_val_cer,
+                 **result.codec_stats.as_dict(10)}
+        return TrainReport(time.perf_counter() - start, peak_rss_mb(), result.history, extra)
+
+    def merge(self, base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str = "float16") -> Path:
+        import torch
+
+        from ocr_assets.models.compact.modeling import CompactOCRModel
+        from ocr_assets.training import lora
+
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        base = CompactOCRModel.from_pretrained(base_dir, dtype=torch.float32)
+        lora.merge_and_save(lora.load_adapters(base, adapter_dir), out_dir, dtype=dtype)
+        return out_dir
