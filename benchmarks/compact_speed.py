@@ -64,7 +64,7 @@ def best_rate(run, items: int, repeats: int) -> float:
 
 
 def tesseract_rate(paths: list[Path]) -> float | None:
-    """DESIGN.md's peer setting: --psm 13, one process per line, two at a time, OMP_THREAD_LIMIT=1."""
+    """The peer setting (docs/ARCHITECTURE.md): --psm 13, one process per line, two at a time, OMP_THREAD_LIMIT=1."""
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
 
     def one(path: Path) -> None:

@@ -1,6 +1,6 @@
 """Page CER / CER_norm on the shared real pages (pages_dev), ours (`ocr-assets pages`) beside Tesseract --psm 3.
 
-Pages joined to one line, spaces collapsed; CER_norm also strips tashkeel (DESIGN.md / shared/data/README.md).
+Pages joined to one line, spaces collapsed; CER_norm also strips tashkeel (docs/ARCHITECTURE.md, "Measurement").
 
     .venv/bin/python benchmarks/pages_dev.py [--pages 10] [--model DIR]
 

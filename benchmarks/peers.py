@@ -1,4 +1,4 @@
-"""Tesseract as the peer, run as DESIGN.md section 4 says: one process per line, two at a time, OMP_THREAD_LIMIT=1."""
+"""Tesseract as the peer, run as docs/ARCHITECTURE.md ("Measurement") says: one process per line, two at a time, OMP_THREAD_LIMIT=1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""OCR metrics by DESIGN.md section 4: CER, CER_norm (tashkeel and tatweel removed), WER, BLEU, per group."""
+"""OCR metrics (docs/ARCHITECTURE.md, "Measurement"): CER, CER_norm (tashkeel and tatweel removed), WER, BLEU, per group."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The one Unicode policy for every loader, trainer, evaluator and exporter.
 
 A declared chain of named steps: NFC, bidi controls and BOM removed, whitespace collapsed. Tashkeel is kept
-in the stored text; `strip_tashkeel` gives the view that CER_norm is measured on (DESIGN.md section 4).
+in the stored text; `strip_tashkeel` gives the view that CER_norm is measured on (docs/ARCHITECTURE.md, "Measurement").
 """
 
 from __future__ import annotations

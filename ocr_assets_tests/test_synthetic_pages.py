@@ -8,7 +8,7 @@ import pytest
 from ocr_assets.synth.fonts import discover_fonts
 from benchmarks.pagekit.metrics import DetectionScore, iou, match_boxes, miss_kind, score_lines
 from ocr_assets.pages.segment import LineBox, segment_lines
-from ocr_assets.synth.pages import (BOOK_TITLES, ROLES, PageLine, read_page_lines, render_page,
+from ocr_assets.synth.pages import (BOOK_TITLES, ROLES, TruthLine, read_page_lines, render_page,
                                               write_pages)
 from ocr_assets.text import TASHKEEL, strip_tashkeel
 
@@ -194,8 +194,8 @@ def test_matcher_scores_perfect_missing_and_merged_predictions(full_page):
 
 
 def test_page_lines_round_trip():
-    line = PageLine(1, 2, 30, 40, "قال", "body")
-    assert PageLine.from_dict(json.loads(json.dumps(line.to_dict()))) == line
+    line = TruthLine(1, 2, 30, 40, "قال", "body")
+    assert TruthLine.from_dict(json.loads(json.dumps(line.to_dict()))) == line
 
 
 # --- segmentation on clean pages -----------------------------------------------------------------

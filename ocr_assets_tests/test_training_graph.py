@@ -125,7 +125,7 @@ def test_ingest_and_training_graph_with_the_data_root_on_s3(tmp_path, monkeypatc
         assert not (tmp_path / "s3:").exists() and not (tmp_path / "var").exists()
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("ocr-assets-recognizer", "challenger")
-        assert version.version == "1"
+        assert str(version.version) == "1"
 
 
 def test_two_training_runs_at_once_each_evaluate_their_own_model(tmp_path):

@@ -1,6 +1,6 @@
 """Line detection scores: predicted line boxes against ground-truth boxes, one-to-one at IoU >= 0.5.
 
-Boxes are (x0, y0, x1, y1) with x1, y1 exclusive: a `LineBox`, a synthetic `PageLine`, any object with
+Boxes are (x0, y0, x1, y1) with x1, y1 exclusive: a `LineBox`, a synthetic `TruthLine`, any object with
 x0..y1 attributes, a mapping with a "box" entry, or a plain 4-sequence. Matching is greedy by IoU, highest
 first (the usual detection-benchmark rule); a pair below the threshold is never matched.
 """

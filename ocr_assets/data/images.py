@@ -54,7 +54,11 @@ def _check_size(img: Image.Image, max_pixels: int, min_side: int) -> None:
         )
 
 
-def _to_gray(img: Image.Image) -> Image.Image:
+def to_gray(img: Image.Image) -> Image.Image:
+    """8-bit grayscale from any mode: 16-bit mapped 65535 -> 255, transparency composited on white, CMYK etc. via RGB.
+
+    The one converter for training, inference and ingest (a 16-bit scan reads the same everywhere).
+    """
     mode = img.mode
     if mode == "L" and "transparency" not in img.info:
         return img
@@ -98,7 +102,7 @@ def _decode(data: bytes, max_pixels: int, min_side: int) -> tuple[Image.Image, b
         img.seek(0)  # multi-page TIFF: the first page is the line
         img.load()
         plain = plain and img.getexif().get(_ORIENTATION, 1) == 1
-        gray = _to_gray(ImageOps.exif_transpose(img))  # phone photos store rotation in EXIF
+        gray = to_gray(ImageOps.exif_transpose(img))  # phone photos store rotation in EXIF
     except ImageRejected:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:
@@ -137,7 +141,7 @@ def iter_frames(data: bytes, *, max_frames: int = 2000, max_pixels: int = MAX_PI
             img.seek(index)
             _check_size(img, max_pixels, MIN_SIDE)
             img.load()
-            yield _to_gray(ImageOps.exif_transpose(img.copy()))
+            yield to_gray(ImageOps.exif_transpose(img.copy()))
     except ImageRejected:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError, TypeError) as err:

@@ -36,7 +36,7 @@ class EvalResult:
 
 
 def evaluate_pairs(recognizer: Recognizer, pairs: pa.Table, batch_size: int = 64) -> EvalResult:
-    """Recognize every pair's image and score against its text (DESIGN.md section 4)."""
+    """Recognize every pair's image and score against its text (docs/ARCHITECTURE.md, "Measurement")."""
     refs = pairs.column("text").to_pylist()
     docs = pairs.column("document").to_pylist()
     blobs = pairs.column("image").to_pylist()

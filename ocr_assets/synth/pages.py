@@ -58,7 +58,7 @@ _CHAPTER_TOPICS = (
 
 
 @dataclass(frozen=True)
-class PageLine:
+class TruthLine:
     """One ground-truth line: the box of its ink (x1, y1 exclusive), its text and its role."""
 
     x0: int
@@ -76,7 +76,7 @@ class PageLine:
         return {"box": list(self.box), "text": self.text, "role": self.role}
 
     @classmethod
-    def from_dict(cls, data: dict) -> PageLine:
+    def from_dict(cls, data: dict) -> TruthLine:
         x0, y0, x1, y1 = data["box"]
         return cls(int(x0), int(y0), int(x1), int(y1), data["text"], data["role"])
 
@@ -84,7 +84,7 @@ class PageLine:
 @dataclass
 class SyntheticPage:
     image: Image.Image  # 'L'
-    lines: list[PageLine]  # reading order: header row, body, footnotes, a foot page number
+    lines: list[TruthLine]  # reading order: header row, body, footnotes, a foot page number
     seed: int
     font: str
     vocalised: bool
@@ -93,7 +93,7 @@ class SyntheticPage:
     degraded: bool
     layout: dict = field(default_factory=dict)  # sizes, margins, spacing, what the page holds
 
-    def lines_of(self, role: str) -> list[PageLine]:
+    def lines_of(self, role: str) -> list[TruthLine]:
         return [line for line in self.lines if line.role == role]
 
     def to_json(self, image_name: str | None = None) -> dict:
@@ -535,7 +535,7 @@ def render_page(
     for drawn in layout.lines:
         box = _ink_box(drawn, angle, (width, height))
         if box is not None:
-            lines.append((drawn.order, PageLine(*box, text=drawn.text, role=drawn.role)))
+            lines.append((drawn.order, TruthLine(*box, text=drawn.text, role=drawn.role)))
     # Reading order: header row (title, corner number), body, footnotes, a foot page number; stable within.
     lines = [line for _, line in sorted(lines, key=lambda item: item[0])]
     layout_info = {
@@ -566,9 +566,9 @@ def write_pages(out_dir: str | Path, n: int, seed: int = 0, **options) -> list[P
     return paths
 
 
-def read_page_lines(json_path: str | Path) -> list[PageLine]:
+def read_page_lines(json_path: str | Path) -> list[TruthLine]:
     """The ground-truth lines of a `<stem>.lines.json` written by `write_pages`."""
     data = json.loads(Path(json_path).read_text(encoding="utf-8"))
-    return [PageLine.from_dict(line) for line in data["lines"]]
+    return [TruthLine.from_dict(line) for line in data["lines"]]
 
 

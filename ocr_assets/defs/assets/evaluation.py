@@ -14,7 +14,7 @@ from ocr_assets.defs.resources import ComputeResource, StorageResource
 from ocr_assets.settings import FinetuneSettings
 
 
-def evaluate_split(store, model_dir: Path, line_splits: dict, compute: ComputeResource, mlflow: dg.ResourceParam[Any], split: str = "test"):
+def evaluate_split(store, model_dir: Path, line_splits: dict, compute: ComputeResource, split: str = "test"):
     """A model's scores on one split of the validated pairs."""
     from ocr_assets.evaluation.evaluate import evaluate_pairs
     from ocr_assets.models.resolve import load_recognizer

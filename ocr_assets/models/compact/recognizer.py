@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ocr_assets.data.images import to_gray  # the one grayscale converter
 from ocr_assets.models.base import ModelError, ModelNotFoundError, Recognition, Recognizer, resolve_device
 from ocr_assets.models.compact.codec import Codec
 from ocr_assets.models.compact.config import BLANK_ID, CompactOCRConfig
@@ -25,19 +26,6 @@ from ocr_assets.models.compact.modeling import LORA_TARGETS, CompactOCRModel
 
 CPU_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 MAX_WIDTH_PER_HEIGHT = 100  # a line 100x longer than tall is squeezed to that, so one bad crop cannot eat memory
-
-
-def to_gray(image: Image.Image) -> Image.Image:
-    """8-bit grayscale; transparency composited on white, 16/32-bit scans scaled from their own range."""
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("L")
-    if image.mode.startswith(("I", "F")):  # 16/32-bit scans: scale their own range to 8 bits
-        values = np.asarray(image, dtype=np.float32)
-        low, high = float(values.min()), float(values.max())
-        return Image.fromarray(((values - low) * (255.0 / (high - low or 1.0))).astype(np.uint8), "L")
-    return image.convert("L")
 
 
 def open_image(source: Image.Image | bytes | str | Path) -> Image.Image:
