@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 from ocr_assets import metrics
-from ocr_assets.settings import data_root, shared_data_dir
+from ocr_assets.settings import shared_data_dir
+from ocr_assets.storage import Storage
 from ocr_assets.text import normalize
 
 
@@ -130,7 +131,7 @@ def main() -> None:
         if args.eval_only:
             systems = [(base_name, args.model)]
         else:
-            out = Path(args.adapt_out) if args.adapt_out else data_root() / "pages_dev_adapt"
+            out = Path(args.adapt_out) if args.adapt_out else Storage.from_env().local_path("pages_dev_adapt")
             start = time.perf_counter()
             adapted = adapt(train, args.model, out, args.rounds, args.max_cer, args.epochs,
                             Path(args.keep_gt) if args.keep_gt else None)
