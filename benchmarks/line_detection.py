@@ -24,8 +24,12 @@ import statistics
 import time
 from collections import Counter, defaultdict
 
+import sys
+from pathlib import Path
+
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.pagekit` when run as a script
 from benchmarks.pagekit.metrics import DetectionScore, as_box, intersection, match_boxes, miss_kind
 from ocr_assets.pages.segment import segment_lines
 from ocr_assets.synth.pages import ROLES, render_page

@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.pagekit` when run as a script
 from ocr_assets import metrics
 from ocr_assets.settings import shared_data_dir
 from ocr_assets.storage import Storage
@@ -71,7 +72,8 @@ def adapt(train: list[Path], base: str | None, out: Path, rounds: int, max_cer: 
     names one: shared data is not copied into the data root by default."""
     from ocr_assets.models.resolve import load_recognizer
     from benchmarks.pagekit.align import write_pseudo_gt
-    from ocr_assets.training.finetune import FinetuneSettings, finetune_gt_dir
+    from ocr_assets.settings import FinetuneSettings
+    from ocr_assets.training.finetune import finetune_gt_dir
 
     out.mkdir(parents=True, exist_ok=True)
     reader, log, models = base, [], []

@@ -136,8 +136,10 @@ def cross_validation(context: dg.AssetExecutionContext, config: CrossValidationC
     for i, (document, train, test) in enumerate(folds):
         context.log.info(f"fold {i + 1}/{len(folds)}: held-out {document} ({test.num_rows} lines)")
         fold_dir = local / f"fold{i}"
-        finetune.lora_finetune(base_dir, train, None, settings, fold_dir / "adapters")
-        finetune.merge_adapters(base_dir, fold_dir / "adapters", fold_dir / "merged", settings.merge_dtype)
+        trust = compute.trust_remote_code
+        finetune.lora_finetune(base_dir, train, None, settings, fold_dir / "adapters", trust_remote_code=trust)
+        finetune.merge_adapters(base_dir, fold_dir / "adapters", fold_dir / "merged", settings.merge_dtype,
+                                trust_remote_code=trust)
         recognizer = load_recognizer(fold_dir / "merged", device=compute.device, trust_remote_code=compute.trust_remote_code)
         scores = evaluate_pairs(recognizer, test).overall
         rows.append({"document": document, "lines": test.num_rows, "cer": scores.cer, "cer_norm": scores.cer_norm,

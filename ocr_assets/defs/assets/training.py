@@ -99,7 +99,8 @@ def lora_adapters(context: dg.AssetExecutionContext, config: FinetuneConfig, sto
     settings = to_settings(config, FinetuneSettings, device=compute.device, checkpoint_dir=checkpoints)
     report = finetune.lora_finetune(store.local_dir(base_model["path"]), split_pairs(store, line_splits, "train"),
                                     split_pairs(store, line_splits, "validation"), settings, local,
-                                    on_epoch=mlflow_epoch_logger(mlflow, "lora"))
+                                    on_epoch=mlflow_epoch_logger(mlflow, "lora"),
+                                    trust_remote_code=compute.trust_remote_code)
     mlflow.log_artifacts(str(local), artifact_path="adapters")
     size = dir_size(local)
     store.publish_dir(local, url)
@@ -117,8 +118,8 @@ def lora_adapters(context: dg.AssetExecutionContext, config: FinetuneConfig, sto
 
 
 @dg.asset(group_name="training", kinds={"pytorch", "safetensors"})
-def merged_model(context: dg.AssetExecutionContext, storage: StorageResource, base_model: dict,
-                 lora_adapters: dict) -> dg.Output[dict]:
+def merged_model(context: dg.AssetExecutionContext, storage: StorageResource, compute: ComputeResource,
+                 base_model: dict, lora_adapters: dict) -> dg.Output[dict]:
     """Base weights with the adapters folded in (in the fine-tune's merge_dtype): a plain model directory."""
     from ocr_assets.training import finetune
 
@@ -126,7 +127,7 @@ def merged_model(context: dg.AssetExecutionContext, storage: StorageResource, ba
     url = model_url(store, context, "merged")
     local = store.staging_dir(url)
     finetune.merge_adapters(store.local_dir(base_model["path"]), store.local_dir(lora_adapters["path"]), local,
-                            lora_adapters.get("merge_dtype", "float16"))
+                            lora_adapters.get("merge_dtype", "float16"), trust_remote_code=compute.trust_remote_code)
     size = dir_size(local)
     store.publish_dir(local, url)
     return dg.Output({"path": url}, metadata={"path": dg.MetadataValue.path(url), "size_mb": round(size / 2**20, 2)})
