@@ -1,20 +1,45 @@
-"""The `ocr-assets` command: thin verbs over the same library the Dagster assets use (imports stay lazy)."""
+"""The `ocr-assets` command: thin verbs over the same library the Dagster assets use (imports stay lazy).
+
+Errors: any `OcrAssetsError` (and an unwritable output) is one line `ocr-assets: error: ...` and exit code 2;
+exit code 1 means some inputs failed (images, pages, unjudged files) while the others were done; anything else
+is one line too, with the traceback only under OCR_ASSETS_DEBUG=1 (docs/ARCHITECTURE.md, "Errors").
+Models are found by the one resolver (ocr_assets.models.resolve): --model, else the registry's champion when
+a registry exists, else the shipped model.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
+import time
+import types
+import typing
 from pathlib import Path
 
 from ocr_assets.errors import OcrAssetsError, UsageError
 
-MODEL_HELP = "model directory, models:/NAME@ALIAS from the MLflow registry, or omitted for the shipped default"
+MODEL_HELP = ("model directory, models:/NAME@ALIAS from the MLflow registry, or omitted: the registry's champion "
+              "when there is one, else the shipped default")
+TRUST_HELP = ("allow a model whose loading runs Python code shipped with it (DeepSeek-OCR v1); only for a source "
+              "you trust")
+DEBUG_ENV = "OCR_ASSETS_DEBUG"
+
+# Settings fields whose flag is not simply --field-name (names users already know).
+FLAG_NAMES = {"learning_rate": "--lr", "synthetic_lines": "--synthetic", "gt_folders": "--gt",
+              "architecture": "--model-config", "model_config": "--model-config"}
+CHOICES = {"device": ("auto", "cpu", "cuda"), "merge_dtype": ("float16", "bfloat16", "float32")}
 
 
 def _fail(message: str, code: int = 2) -> int:
-    print(f"ocr-assets: error: {message}", file=sys.stderr)
+    print(f"ocr-assets: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     return code
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _folder(value: str, name: str) -> Path:
@@ -32,13 +57,93 @@ def _progress(label: str):
     return show
 
 
+def _summary(verb: str, total: int, failed: int, seconds: float, out: str) -> None:
+    _note(f"{verb}: {total} inputs, read {total - failed}, failed {failed}, seconds {seconds:.1f} -> {out}")
+
+
+# --- settings dataclasses -> options ----------------------------------------------------------------------
+
+def _json_value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+
+
+def _option_kind(hint) -> tuple[type, bool]:
+    """(scalar type, repeatable) of a settings field's type hint; Optional is unwrapped."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    if typing.get_origin(hint) is list:
+        return (typing.get_args(hint) or (str,))[0], True
+    if hint is dict or typing.get_origin(hint) is dict:
+        return dict, False
+    return hint, False
+
+
+def add_settings_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One option per field of the settings dataclass `cls`, help from the field's help text. Every option
+    defaults to None, so an unset flag keeps the dataclass default (`settings_from_args`)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f.metadata.get("help", "")
+        if default not in (None, [], {}):
+            help_text += f" (default: {json.dumps(default) if isinstance(default, dict) else default})"
+        kind, repeatable = _option_kind(hints[f.name])
+        options: dict = {"dest": f"setting_{f.name}", "default": None, "help": help_text,
+                         "metavar": flag.lstrip("-").upper().replace("-", "_")}
+        if kind is bool:
+            options.update(action=argparse.BooleanOptionalAction, metavar=None)
+        elif repeatable:
+            options.update(action="append", type=kind, help=help_text + " (repeatable)")
+        elif kind is dict:
+            options.update(type=_json_value, metavar="JSON")
+        else:
+            options["type"] = kind
+        if f.name in CHOICES:
+            options.update(choices=CHOICES[f.name], metavar=None)
+        parser.add_argument(flag, **options)
+
+
+def settings_from_args(cls: type, args: argparse.Namespace):
+    """The dataclass defaults with the flags the user set (ConfigError, exit 2, on a bad value)."""
+    from ocr_assets.settings import replace
+
+    return replace(cls(), **{f.name: getattr(args, f"setting_{f.name}", None) for f in dataclasses.fields(cls)})
+
+
+# --- models ---------------------------------------------------------------------------------------------
+
+def _registry_uri() -> str | None:
+    """The registry to ask for a champion: only one that exists (looking never creates an mlflow.db)."""
+    from ocr_assets.storage import Storage
+
+    storage = Storage.from_env()
+    return storage.mlflow_uri() if storage.has_local_mlflow_store() else None
+
+
+def _recognizer(args):
+    """The recognizer for --model (explicit > champion > shipped); which one is said on stderr."""
+    from ocr_assets.models.resolve import load_recognizer, resolve_model
+
+    resolved = resolve_model(args.model, _registry_uri())
+    recognizer = load_recognizer(resolved.path, device=args.device, trust_remote_code=args.trust_remote_code)
+    _note(f"model: {resolved.source}")
+    return recognizer, resolved.source
+
+
+# --- verbs ----------------------------------------------------------------------------------------------
+
 def cmd_validate(args) -> int:
     from ocr_assets.data.validation import validate_gt_dir
 
     gt_dir = _folder(args.gt_dir, "GT_DIR")
     report = validate_gt_dir(gt_dir)
     Path(args.report).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
-    print(f"accepted {len(report['accepted'])}, quarantined {len(report['quarantined'])} -> {args.report}", file=sys.stderr)
+    _note(f"accepted {len(report['accepted'])}, quarantined {len(report['quarantined'])} -> {args.report}")
     unjudged = [stem for stem, reason in report["quarantined"].items() if reason.startswith("could not judge")]
     if unjudged:  # the contract: exit 0 only when every file could be judged
         return _fail(f"{len(unjudged)} files could not be judged (e.g. {unjudged[0]!r}); see the report", 1)
@@ -46,34 +151,40 @@ def cmd_validate(args) -> int:
 
 
 def cmd_recognize(args) -> int:
-    from ocr_assets.models.resolve import load_recognizer
-    from ocr_assets.reading import recognize_dir
+    from ocr_assets.data.gt_folder import IMAGE_EXTENSIONS
+    from ocr_assets.reading import find_images, recognize_dir
 
     root = _folder(args.images_dir, "IMAGES_DIR")
-    recognizer = load_recognizer(args.model, device=args.device)
-    n = 0
+    start = time.perf_counter()
+    if not find_images(root):
+        Path(args.out).write_text("", encoding="utf-8")
+        _summary("recognize", 0, 0, time.perf_counter() - start, args.out)
+        return _fail(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}", 1)
+    recognizer, _ = _recognizer(args)
+    total = failed = 0
     with open(args.out, "w", encoding="utf-8") as out:
         for row in recognize_dir(recognizer, root, batch_size=args.batch_size, on_progress=_progress("recognize")):
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
-    print(f"{n} images -> {args.out}", file=sys.stderr)
-    return 0
+            total += 1
+            failed += bool(row.get("error"))
+    _summary("recognize", total, failed, time.perf_counter() - start, args.out)
+    return 1 if failed else 0
 
 
 def cmd_evaluate(args) -> int:
     from ocr_assets.data.gt_folder import iter_gt_folder
     from ocr_assets.data.validation import validate_lines
     from ocr_assets.evaluation.evaluate import evaluate_pairs
-    from ocr_assets.models.resolve import load_recognizer
 
     gt_dir = _folder(args.gt_dir, "GT_DIR")
     pairs, quarantine = validate_lines(iter_gt_folder(gt_dir))
     if pairs.num_rows == 0:
         return _fail(f"no valid line pairs in {str(gt_dir)!r} ({quarantine.num_rows} quarantined)")
-    recognizer = load_recognizer(args.model, device=args.device)
+    recognizer, source = _recognizer(args)
     result = evaluate_pairs(recognizer, pairs, batch_size=args.batch_size)
     summary = result.summary()
     summary["quarantined"] = quarantine.num_rows
+    summary["model"] = source
     if args.per_document:
         summary["per_document"] = {d: {"cer": round(s.cer, 5), "cer_norm": round(s.cer_norm, 5), "lines": s.lines}
                                    for d, s in result.per_document.items()}
@@ -82,25 +193,30 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from ocr_assets.training.finetune import FinetuneSettings, finetune_gt_dir
+    from ocr_assets.settings import FinetuneSettings
+    from ocr_assets.training.finetune import finetune_gt_dir
 
     gt_dir = _folder(args.train_gt_dir, "TRAIN_GT_DIR")
-    settings = FinetuneSettings(epochs=args.epochs, rank=args.rank, learning_rate=args.lr, device=args.device)
-    result = finetune_gt_dir(gt_dir, Path(args.out), base=args.base, settings=settings, log=lambda m: print(m, file=sys.stderr))
+    settings = settings_from_args(FinetuneSettings, args)
+    result = finetune_gt_dir(gt_dir, Path(args.out), base=args.base, settings=settings, log=_note,
+                             registry_uri=_registry_uri(), trust_remote_code=args.trust_remote_code)
     print(json.dumps(result, ensure_ascii=False))
     return 0
 
 
 def cmd_pages(args) -> int:
     from ocr_assets.data.images import decode_line_image
-    from ocr_assets.models.resolve import load_recognizer
-    from ocr_assets.reading import find_images
     from ocr_assets.pages.ocr import ocr_page, write_page
+    from ocr_assets.reading import find_images
 
     root = _folder(args.pages_dir, "PAGES_DIR")
-    recognizer = load_recognizer(args.model, device=args.device)
-    failed = 0
+    start = time.perf_counter()
     paths = find_images(root)
+    if not paths:
+        _summary("pages", 0, 0, time.perf_counter() - start, args.out)
+        return _fail(f"no page images under {str(root)!r}", 1)
+    recognizer, _ = _recognizer(args)
+    failed = 0
     stems = [p.relative_to(root).with_suffix("") for p in paths]
     for path in paths:
         rel = path.relative_to(root)
@@ -112,19 +228,21 @@ def cmd_pages(args) -> int:
             write_page(result, Path(args.out) / rel.parent, stem)
         except Exception as exc:  # one bad page must not stop the others
             failed += 1
-            print(f"{rel}: skipped: {exc}", file=sys.stderr)
+            _note(f"{rel}: skipped: {' '.join(str(exc).split()) or type(exc).__name__}")
             continue
-        print(f"{rel}: {len(result.lines)} lines", file=sys.stderr)
+        _note(f"{rel}: {len(result.lines)} lines")
+    _summary("pages", len(paths), failed, time.perf_counter() - start, args.out)
     return 1 if failed else 0
 
 
 def cmd_pretrain(args) -> int:
+    from ocr_assets.settings import PretrainSettings
     from ocr_assets.training.pretrain import pretrain
 
-    info = pretrain(Path(args.out), synthetic_lines=args.synthetic, seed=args.seed, gt_folders=tuple(args.gt),
-                    real_repeat=args.real_repeat, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                    init=args.init, device=args.device, model_config=json.loads(args.model_config),
-                    log=lambda m: print(m, file=sys.stderr))
+    settings = settings_from_args(PretrainSettings, args)
+    for folder in settings.gt_folders:  # before minutes of rendering, not after
+        _folder(folder, "--gt")
+    info = pretrain(Path(args.out), settings, log=_note)
     print(json.dumps(info, ensure_ascii=False))
     return 0
 
@@ -132,12 +250,10 @@ def cmd_pretrain(args) -> int:
 def cmd_serve(args) -> int:
     import signal
 
-    from ocr_assets.serving.server import ServingError, base_url, check_host, start_server, stop_server, wait_ready
+    from ocr_assets.errors import ServingError
+    from ocr_assets.serving.server import base_url, check_host, start_server, stop_server, wait_ready
 
-    try:
-        check_host(args.host, args.allow_remote)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    check_host(args.host, args.allow_remote)
 
     class Stop(Exception):
         pass
@@ -150,10 +266,9 @@ def cmd_serve(args) -> int:
     url = base_url(args.host, args.port)
     try:
         process = start_server(args.model, args.port, args.host, workers=args.workers, timeout=args.timeout,
-                               allow_remote=args.allow_remote)
+                               allow_remote=args.allow_remote, trust_remote_code=args.trust_remote_code)
         wait_ready(url, timeout=args.ready_timeout, process=process)
-        print(f"serving {args.model} at {url}/invocations (server pid {process.pid}; Ctrl-C stops)",
-              file=sys.stderr, flush=True)
+        _note(f"serving {args.model} at {url}/invocations (server pid {process.pid}; Ctrl-C stops)")
         code = process.wait()
         return _fail(f"the server exited with code {code}", 1) if code else 0
     except ServingError as exc:
@@ -167,31 +282,43 @@ def cmd_serve(args) -> int:
 
 
 def cmd_corpus(args) -> int:
-    from ocr_assets.models.resolve import load_recognizer
     from ocr_assets.corpus.build import process_inbox
     from ocr_assets.corpus.inbox import inbox_url
+    from ocr_assets.storage import Storage
 
-    url = args.inbox or inbox_url()
-    recognizer = load_recognizer(args.model, device=args.device)
-    summary = process_inbox(url, recognizer, progress=lambda done, total: print(
+    storage = Storage.from_env()
+    url = inbox_url(storage, args.inbox)
+    recognizer, source = _recognizer(args)
+    summary = process_inbox(storage, url, recognizer, progress=lambda done, total: print(
         f"\rcorpus: {done}/{total} pages", end="" if done < total else "\n", file=sys.stderr, flush=True),
-        model=args.model or "shipped default")
+        model=source)
     print(json.dumps(summary, ensure_ascii=False, indent=1))
     return 0
 
 
+# --- the parser -----------------------------------------------------------------------------------------
+
 def _device_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=CHOICES["device"])
+
+
+def _trust_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    """--model and --device, the same for every verb that reads with a model."""
+    """--model, --device and --trust-remote-code, the same for every verb that reads with a model."""
     p.add_argument("--model", default=None, help=MODEL_HELP)
     _device_option(p)
+    _trust_option(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ocr-assets", description="OCR of classical Arabic print: validate, recognize, evaluate, finetune.")
+    from ocr_assets.settings import FinetuneSettings, PretrainSettings
+
+    parser = argparse.ArgumentParser(prog="ocr-assets", description="OCR of classical Arabic print: validate, "
+                                     "recognize, evaluate, finetune. Exit codes: 0 done, 1 some inputs failed, "
+                                     "2 usage or configuration error.")
     sub = parser.add_subparsers(dest="verb", required=True)
 
     p = sub.add_parser("validate", help="judge a ground-truth folder: accepted pairs and quarantined items with reasons")
@@ -217,10 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("train_gt_dir")
     p.add_argument("--out", required=True, help="output model directory (usable as --model)")
     p.add_argument("--base", default=None, help=MODEL_HELP)
-    p.add_argument("--epochs", type=int, default=None, help="default: chosen from the number of lines")
-    p.add_argument("--rank", type=int, default=16)
-    p.add_argument("--lr", type=float, default=None)
-    _device_option(p)
+    _trust_option(p)
+    add_settings_options(p, FinetuneSettings)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("pages", help="OCR whole printed pages: <stem>.txt, <stem>.page.xml (PAGE 2019), <stem>.alto.xml (ALTO 4)")
@@ -238,19 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="pretrain a compact recognizer on synthetic lines (+ GT folders); for multi-GPU "
                        "use torchrun -m ocr_assets.models.compact.train")
     p.add_argument("--out", required=True, help="output model directory")
-    p.add_argument("--synthetic", type=int, default=20000, help="synthetic lines to render (held-out fonts excluded)")
-    p.add_argument("--gt", action="append", default=[], help="a ground-truth folder of real lines (repeatable)")
-    p.add_argument("--real-repeat", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1.5e-3)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--init", default=None, help="start from this model instead of from scratch")
-    p.add_argument("--model-config", default="{}", help="JSON overrides of CompactOCRConfig (from scratch only)")
-    _device_option(p)
+    add_settings_options(p, PretrainSettings)
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("serve", help="REST server (mlflow models serve) for a registered model: POST /invocations "
+    p = sub.add_parser("serve", help="REST server (MLflow's scoring server) for a registered model: POST /invocations "
                        "with base64 line or page images")
     p.add_argument("--model", default="models:/ocr-assets-recognizer@champion", help="registry URI or model folder "
                    "of an MLflow pyfunc (default: the champion)")
@@ -260,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--timeout", type=int, default=None, help="seconds per request before HTTP 504 (MLflow: 60)")
     p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the model to load")
+    _trust_option(p)
     p.set_defaults(func=cmd_serve)
     return parser
 
@@ -267,10 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _quiet_libraries() -> None:
     # Library warnings and MLflow's store set-up chatter would bury the one line a user needs.
     import logging
-    import os
     import warnings
 
-    if not os.environ.get("OCR_ASSETS_DEBUG"):
+    if not os.environ.get(DEBUG_ENV):
         warnings.simplefilter("ignore")
         for name in ("mlflow", "alembic", "transformers", "peft"):
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -280,18 +396,25 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     _quiet_libraries()
-    from ocr_assets.models.base import ModelError
-
+    args = build_parser().parse_args(argv)
+    debug = bool(os.environ.get(DEBUG_ENV))
     try:
         return args.func(args)
-    except (ModelError, UsageError) as exc:
-        return _fail(str(exc))
-    except OSError as exc:  # unwritable --out / --report, missing parent folder
-        return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except OcrAssetsError as exc:
+        if debug:
+            raise
+        return _fail(str(exc) or type(exc).__name__)
+    except OSError as exc:  # unwritable --out / --report, missing parent folder
+        if debug:
+            raise
+        return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+    except Exception as exc:  # noqa: BLE001 - one line for the user; the traceback is one variable away
+        if debug:
+            raise
+        return _fail(f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)")
 
 
 if __name__ == "__main__":

@@ -82,22 +82,25 @@ def registry_root(tmp_path_factory):
     """A temp data root with the shipped model registered as champion in its sqlite registry."""
     import mlflow
 
-    from ocr_assets import registry
     from ocr_assets.models.resolve import shipped_model_dir
+    from ocr_assets.registry import CHAMPION, Registry
+    from ocr_assets.storage import Storage
 
     root = tmp_path_factory.mktemp("serving")
     previous_uri, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OCR_ASSETS_DATA_ROOT", str(root / "var"))
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_HOST", "MLFLOW_PORT"):
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_HOST", "MLFLOW_PORT",
+                     "OCR_ASSETS_TRUST_REMOTE_CODE"):
             mp.delenv(name, raising=False)
         mp.chdir(root)  # nothing MLflow writes by default lands in the checkout
         try:
-            registry.client()  # tracking and registry: sqlite under the temp data root
+            registry = Registry(Storage.from_env().mlflow_uri())  # sqlite under the temp data root
+            registry.client()
             experiment = mlflow.create_experiment("serving-test", artifact_location=(root / "artifacts").as_uri())
             with mlflow.start_run(experiment_id=experiment):
-                version = registry.log_and_register(shipped_model_dir(), {"test_cer_norm": 0.02})
-            registry.client().set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION, version)
+                version = registry.register(shipped_model_dir(), {"test_cer_norm": 0.02})
+            registry.set_alias(CHAMPION, version)
             yield root
         finally:
             mlflow.set_tracking_uri(previous_uri)
@@ -174,7 +177,7 @@ def test_line_and_page_rows_are_read(server, rendered):
 
 @pytest.mark.timeout(600)
 def test_a_bad_row_gets_its_error_and_the_others_are_read(server, rendered):
-    from ocr_assets.registry import MAX_IMAGE_BASE64_CHARS
+    from ocr_assets.serving.contract import MAX_IMAGE_BASE64_CHARS
 
     line, _ = rendered
     good = _b64_png(line)
@@ -200,15 +203,35 @@ def test_a_bad_row_gets_its_error_and_the_others_are_read(server, rendered):
         assert json.loads(rows[i]["lines"]) == []
 
 
+def _is_clean(body) -> bool:
+    """An error answer a client may see: a message, and no stack trace or server path."""
+    text = json.dumps(body) if isinstance(body, dict) else str(body)
+    return "Traceback" not in text and 'File \\"' not in text and 'File "' not in text and "stack_trace" not in text
+
+
 @pytest.mark.timeout(600)
-def test_an_over_cap_request_is_refused_as_a_whole(server):
-    from ocr_assets.registry import MAX_IMAGE_BASE64_CHARS, MAX_REQUEST_BASE64_CHARS
+def test_an_over_cap_request_is_refused_as_a_whole_in_one_line(server):
+    from ocr_assets.serving.contract import MAX_IMAGE_BASE64_CHARS, MAX_REQUEST_BASE64_CHARS
 
     rows = MAX_REQUEST_BASE64_CHARS // MAX_IMAGE_BASE64_CHARS + 1  # each row under its own cap, the sum over
     blob = "A" * MAX_IMAGE_BASE64_CHARS
     status, body = _post(server, {"dataframe_split": {"columns": ["image"], "data": [[blob]] * rows}})
     assert status == 400, body
-    assert "request too large" in json.dumps(body)
+    assert isinstance(body, dict) and body["message"].startswith("request too large:"), body
+    assert "\n" not in body["message"] and str(MAX_REQUEST_BASE64_CHARS) in body["message"]
+    assert _is_clean(body), body
+    # A request without the image column: refused with MLflow's reason, no trace either.
+    status, body = _post(server, {"dataframe_records": [{"kind": "line"}]})
+    assert status == 400 and _is_clean(body), body
+    assert "image" in body["message"] and "\n" not in body["message"], body
+    # A body that is not JSON: MLflow's reason, without the body echoed back.
+    req = urllib.request.Request(server + "/invocations", data=b"{not json " + b"x" * 5000, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=60)
+    body = json.loads(refused.value.read())
+    assert refused.value.code == 400 and _is_clean(body) and "JSON" in body["message"], body
+    assert "xxxx" not in body["message"]
     # The server is still there afterwards.
     with urllib.request.urlopen(server + "/ping", timeout=10) as resp:
         assert resp.status == 200
@@ -218,14 +241,14 @@ def test_serving_binds_loopback_unless_told_otherwise():
     from ocr_assets.cli import main
     from ocr_assets.serving.server import serve_command
 
-    cmd = serve_command(MODEL_URI, 5001)
-    assert cmd[1:] == ["-m", "mlflow", "models", "serve", "-m", MODEL_URI, "--env-manager", "local",
-                       "-h", "127.0.0.1", "-p", "5001", "-w", "1"]
-    assert serve_command(MODEL_URI, 5001, host="::1")[cmd.index("-h") + 1] == "::1"
+    cmd = serve_command(5001)
+    assert cmd[1:] == ["-m", "uvicorn", "--factory", "ocr_assets.serving.app:create_app",
+                       "--host", "127.0.0.1", "--port", "5001", "--workers", "1"]
+    assert serve_command(5001, host="::1")[cmd.index("--host") + 1] == "::1"
     for host in ("0.0.0.0", "192.168.1.5", "example.org"):
         with pytest.raises(ValueError, match="loopback"):
-            serve_command(MODEL_URI, 5001, host=host)
-    assert "0.0.0.0" in serve_command(MODEL_URI, 5001, host="0.0.0.0", allow_remote=True)
+            serve_command(5001, host=host)
+    assert "0.0.0.0" in serve_command(5001, host="0.0.0.0", allow_remote=True)
     assert main(["serve", "--host", "0.0.0.0", "--port", "5001"]) == 2  # refused before anything starts
 
 
@@ -260,6 +283,8 @@ def test_cli_serve_answers_and_stops_on_sigterm(registry_root, rendered):
             assert cli.wait(timeout=60) == 0
             with pytest.raises(OSError):  # nothing listens any more
                 urllib.request.urlopen(url + "/ping", timeout=5)
+            # The registry is the data root's: no stray store in the working folder.
+            assert sorted(registry_root.rglob("mlflow.db")) == [registry_root / "var" / "mlflow.db"]
         finally:
             for pid in (cli.pid, server_pid):  # each ran in its own process group
                 if pid is None:
@@ -277,7 +302,8 @@ def test_decoded_pixels_per_request_are_capped_row_by_row():
     import pandas as pd
 
     from ocr_assets.models.resolve import load_recognizer
-    from ocr_assets.registry import MAX_REQUEST_PIXELS, OcrPyfuncModel
+    from ocr_assets.serving.contract import MAX_REQUEST_PIXELS
+    from ocr_assets.serving.pyfunc import OcrPyfuncModel
 
     buf = io.BytesIO()
     Image.new("L", (6000, 6000), 255).save(buf, format="PNG")
@@ -289,3 +315,29 @@ def test_decoded_pixels_per_request_are_capped_row_by_row():
     out = model.predict(None, pd.DataFrame({"image": [blank] * rows, "kind": ["line"] * rows}))
     errors = out["error"].tolist()
     assert all(e is None for e in errors[:-1]) and "pixel budget" in errors[-1]
+
+
+def test_serve_without_a_registry_is_one_line_and_creates_no_store(tmp_path):
+    env = dict(os.environ, OCR_ASSETS_DATA_ROOT=str(tmp_path / "var"))
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        env.pop(name, None)
+    done = subprocess.run([sys.executable, "-m", "ocr_assets.cli", "serve", "--port", str(_free_port())], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("ocr-assets: error:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "no MLflow store" in done.stderr
+    assert not list(tmp_path.rglob("mlflow.db"))
+
+
+def test_the_remote_code_opt_in_reaches_the_server_only_when_given(tmp_path, monkeypatch):
+    from ocr_assets.serving.server import MODEL_PATH_ENV, server_env
+    from ocr_assets.settings import ENV_TRUST_REMOTE_CODE, trust_remote_code_from_env
+
+    monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", str(tmp_path / "var"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    given = server_env(tmp_path, trust_remote_code=True)
+    assert trust_remote_code_from_env(given) and given[MODEL_PATH_ENV] == str(tmp_path)
+    monkeypatch.setenv(ENV_TRUST_REMOTE_CODE, "1")  # inherited from the shell: not an opt-in for this server
+    assert not trust_remote_code_from_env(server_env(tmp_path))
+    assert "MLFLOW_TRACKING_URI" not in server_env(tmp_path)  # no store yet: none is named, none created
+    assert not list(tmp_path.rglob("mlflow.db"))

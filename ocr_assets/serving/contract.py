@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 
+from ocr_assets.errors import UsageError
+
 MAX_IMAGE_BASE64_CHARS = 8_000_000  # ~6 MB of image per row: a larger row gets an error in its row
 # The whole request: MLflow's scoring server (FastAPI on uvicorn) has no body-size setting and buffers the body
 # before the model sees it, so this cap bounds the decoding and OCR work of one request, not the body's memory.
-# Over it the request is refused as a whole (HTTP 400); see ocr_assets/serving.py.
+# Over it the request is refused as a whole (HTTP 400 with a one-line message); see ocr_assets/serving/server.py.
 MAX_REQUEST_BASE64_CHARS = 32_000_000
 MAX_REQUEST_PIXELS = 120_000_000  # decoded 8-bit gray: ~120 MB held per request at most
 KINDS = ("line", "page", "auto")
@@ -20,6 +22,11 @@ KINDS = ("line", "page", "auto")
 # high): height > PAGE_MIN_HEIGHT and height > width / 4. Everything else is read as one line; send
 # kind='page' or 'line' to decide yourself.
 PAGE_MIN_HEIGHT = 160
+
+
+class RequestRefused(UsageError):
+    """A request refused as a whole (over MAX_REQUEST_BASE64_CHARS, no `image` column): HTTP 400, and its
+    message is what the client reads (ocr_assets.serving.app)."""
 
 
 def looks_like_page(width: int, height: int) -> bool:

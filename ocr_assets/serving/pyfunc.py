@@ -11,6 +11,7 @@ from ocr_assets.serving.contract import (
     MAX_IMAGE_BASE64_CHARS,
     MAX_REQUEST_BASE64_CHARS,
     MAX_REQUEST_PIXELS,
+    RequestRefused,
     answer_row,
     kind_of,
     looks_like_page,
@@ -35,19 +36,22 @@ class OcrPyfuncModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context):
         from ocr_assets.models.resolve import load_recognizer
+        from ocr_assets.settings import trust_remote_code_from_env
 
-        self.recognizer = load_recognizer(context.artifacts["model_dir"], device="auto")
+        # The opt-in for a model that runs its own code comes from `ocr-assets serve --trust-remote-code`.
+        self.recognizer = load_recognizer(context.artifacts["model_dir"], device="auto",
+                                          trust_remote_code=trust_remote_code_from_env())
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
 
         if "image" not in getattr(model_input, "columns", []):
-            raise ValueError("input needs a column 'image' holding base64-encoded images (and optionally 'kind')")
+            raise RequestRefused("input needs a column 'image' holding base64-encoded images (and optionally 'kind')")
         values = model_input["image"].tolist()
         kinds = model_input["kind"].tolist() if "kind" in model_input.columns else [None] * len(values)
         total = sum(len(v) for v in values if isinstance(v, str))
         if total > MAX_REQUEST_BASE64_CHARS:
-            raise ValueError(f"request too large: {total} base64 characters in all, limit {MAX_REQUEST_BASE64_CHARS}; "
+            raise RequestRefused(f"request too large: {total} base64 characters in all, limit {MAX_REQUEST_BASE64_CHARS}; "
                              "send fewer images per request")
         rows: list[dict | None] = [None] * len(values)
         lines, pages = [], []  # (row index, decoded image)
