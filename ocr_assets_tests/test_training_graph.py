@@ -49,11 +49,12 @@ def test_main_job_trains_finetunes_evaluates_and_registers(tmp_path, monkeypatch
         assert result.success
         base, report = _meta(instance, "baseline_evaluation"), _meta(instance, "evaluation_report")
         assert _meta(instance, "base_model")["source"] == "shipped default"
-        # Measured 2026-12-02 on this CPU: base CER 0.18-0.25 on these lines, fine-tuned about 0.10-0.14. Demand a
-        # real gain (a third of the errors gone) and an absolute bound about 2x the measured fine-tuned figure.
+        # Measured 2026-12-02 on this CPU: base CER 0.0447, fine-tuned 0.0382 (-15 %). Demand a real gain (8 %) and an
+        # absolute bound about 2x the measured fine-tuned figure.
         print("graph test CER base -> fine-tuned:", base["cer"], report["cer"])
-        assert report["cer"] < 0.67 * base["cer"], (base, report)
-        assert report["cer"] < 0.25
+        assert report["cer"] < 0.92 * base["cer"], (base, report)
+        assert report["cer"] < 0.08
+        assert report["promoted"] is True  # it beat its base on an empty registry
         assert "Per document" in report["report"] and "data:image/png;base64" in report["report"]
         adapters = _meta(instance, "lora_adapters")
         assert adapters["trainable_params"] > 0 and adapters["adapter_kb"] > 0
@@ -90,7 +91,7 @@ def test_main_job_trains_finetunes_evaluates_and_registers(tmp_path, monkeypatch
     out = served.predict(pd.DataFrame({"image": images + ["not base64!"]}))
     assert len(out) == len(images) + 1 and out["error"].iloc[-1] and out["text"].iloc[-1] == ""
     served_cer = metrics.cer(pairs.column("text").to_pylist(), list(out["text"].iloc[:-1]))
-    assert served_cer < 0.25 and abs(served_cer - report["cer"]) < 0.1, (served_cer, report["cer"])
+    assert served_cer < 0.08 and abs(served_cer - report["cer"]) < 0.04, (served_cer, report["cer"])
 
 
 def test_ingest_and_training_graph_with_the_data_root_on_s3(tmp_path, monkeypatch):

@@ -58,6 +58,10 @@ class Backend(abc.ABC):
                  on_epoch: OnEpoch | None = None) -> TrainReport:
         """Train LoRA adapters on `train` (settings: ocr_assets.settings.FinetuneSettings); save them to adapter_dir."""
 
+    def resume_point(self, checkpoint_dir: Path) -> dict | None:
+        """{"epoch", "step", "path"} of the checkpoint a fine-tune would resume from; None (also: no resume support)."""
+        return None
+
     @abc.abstractmethod
     def merge(self, base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str = "float16") -> Path:
         """Fold the adapters into the base weights: a plain model directory usable as `--model`."""

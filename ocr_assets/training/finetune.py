@@ -7,6 +7,7 @@ config.json (docs/ARCHITECTURE.md, "Backends"). Settings come from `ocr_assets.s
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +18,7 @@ import pyarrow as pa
 from ocr_assets.errors import SourceError, UsageError
 from ocr_assets.models.backends import OnEpoch, TrainReport, backend_for, check_remote_code
 from ocr_assets.models.base import TrainConfig, peak_rss_mb
-from ocr_assets.settings import FinetuneSettings, ScratchSettings
+from ocr_assets.settings import FinetuneSettings, ScratchSettings, replace
 
 Log = Callable[[str], None]
 TRAINING_FILE = "training.json"
@@ -113,6 +114,12 @@ def finetune_gt_dir(gt_dir: Path, out_dir: Path, base: str | None = None, settin
     log(f"{pairs.num_rows} line pairs ({quarantine.num_rows} quarantined)")
     train, val = split_for_validation(pairs, settings.val_fraction, settings.seed)
     adapter_dir = out_dir.parent / f"{out_dir.name}.adapters"
+    # Checkpoints beside the output: a killed fine-tune started again with the same --out resumes where it was.
+    checkpoints = Path(settings.checkpoint_dir) if settings.checkpoint_dir else out_dir.parent / f"{out_dir.name}.ckpt"
+    settings = replace(settings, checkpoint_dir=str(checkpoints))
+    resumed = backend_for(base_dir).resume_point(checkpoints)
+    if resumed:
+        log(f"resuming from the checkpoint in {checkpoints} (epoch {resumed['epoch']}, step {resumed['step']})")
 
     def on_epoch(epoch: int, metrics: dict) -> None:
         shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
@@ -120,7 +127,9 @@ def finetune_gt_dir(gt_dir: Path, out_dir: Path, base: str | None = None, settin
 
     report = lora_finetune(base_dir, train, val, settings, adapter_dir, on_epoch, trust_remote_code=trust_remote_code)
     merge_adapters(base_dir, adapter_dir, out_dir, settings.merge_dtype, trust_remote_code=trust_remote_code)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # finished: the next fine-tune to this --out starts afresh
     return {
+        "resumed_from_epoch": resumed["epoch"] if resumed else None,
         "model": str(out_dir),
         "base": str(base_dir),
         "adapters": str(adapter_dir),

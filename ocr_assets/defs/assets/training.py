@@ -95,7 +95,9 @@ def lora_adapters(context: dg.AssetExecutionContext, config: FinetuneConfig, sto
     mlflow.log_params({f"lora_{k}": v for k, v in config.model_dump().items()})
     url = store.url("models", "adapters", context.run_id)
     local = store.staging_dir(url)
-    checkpoints = store.url("models", "adapters", f"{context.run_id}.ckpt") if store.is_local else None
+    # Checkpoints per run family: a re-execution of a crashed run (from failure) resumes its fine-tune.
+    family = context.dagster_run.root_run_id or context.run_id
+    checkpoints = store.url("models", "adapters", f"{family}.ckpt") if store.is_local else None
     settings = to_settings(config, FinetuneSettings, device=compute.device, checkpoint_dir=checkpoints)
     report = finetune.lora_finetune(store.local_dir(base_model["path"]), split_pairs(store, line_splits, "train"),
                                     split_pairs(store, line_splits, "validation"), settings, local,

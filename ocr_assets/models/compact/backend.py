@@ -22,6 +22,11 @@ class CompactBackend(Backend):
 
         return CompactRecognizer.load(model_dir, device=device)
 
+    def resume_point(self, checkpoint_dir: Path) -> dict | None:
+        from ocr_assets.models.compact.train import checkpoint_progress
+
+        return checkpoint_progress(checkpoint_dir)
+
     def finetune(self, base_dir: Path, train: Samples, val: Samples | None, settings, adapter_dir: Path,
                  on_epoch: OnEpoch | None = None) -> TrainReport:
         """Grow the alphabet by the book's new characters (their output rows then train in full), wrap the encoder

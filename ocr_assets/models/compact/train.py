@@ -332,6 +332,15 @@ def _find_checkpoint(directory: Path | None) -> Path | None:
     return None
 
 
+def checkpoint_progress(directory: Path | None) -> dict | None:
+    """{"epoch", "step", "path"} of the checkpoint a run in `directory` would resume from, or None."""
+    found = _find_checkpoint(Path(directory) if directory else None)
+    if found is None:
+        return None
+    state = torch.load(found / TRAINER_STATE, map_location="cpu", weights_only=True)
+    return {"epoch": int(state["epoch"]), "step": int(state["step"]), "path": str(found)}
+
+
 def _schedule(total: int, warmup_fraction: float, min_ratio: float) -> Callable[[int], float]:
     warmup = max(1, int(total * warmup_fraction))
 
