@@ -13,7 +13,16 @@ mkdir -p "$DAGSTER_HOME"
 cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 .venv/bin/dagster instance concurrency set gpu 1 >/dev/null 2>&1 || true
 echo "data root: $OCR_ASSETS_DATA_ROOT   DAGSTER_HOME: $DAGSTER_HOME"
-time .venv/bin/dagster job execute -m ocr_assets.definitions -j main_job
+# Progress a person can follow: the console logger at INFO (each asset's own lines: lines rendered, accepted and
+# quarantined, base model, epochs, CER, promotion; warnings and errors) instead of Dagster's hundreds of DEBUG
+# events, without library warnings and weight-loading bars. OCR_ASSETS_LOG_LEVEL=DEBUG brings everything back.
+LOG_LEVEL="${OCR_ASSETS_LOG_LEVEL:-INFO}"
+RUN_CONFIG="$DAGSTER_HOME/up-run-config.yaml"
+printf 'loggers:\n  console:\n    config:\n      log_level: %s\n' "$LOG_LEVEL" > "$RUN_CONFIG"
+if [ "$LOG_LEVEL" != DEBUG ]; then
+  export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore}" HF_HUB_DISABLE_PROGRESS_BARS="${HF_HUB_DISABLE_PROGRESS_BARS:-1}"
+fi
+time .venv/bin/dagster job execute -m ocr_assets.definitions -j main_job -c "$RUN_CONFIG"
 # Three synthetic classical pages (running header, footnotes, vocalised or bare) arrive in the scan inbox; the
 # inbox sensor turns them into partitions and OCRs them once the UI's daemon runs.
 export OCR_ASSETS_INBOX="${OCR_ASSETS_INBOX:-$OCR_ASSETS_DATA_ROOT/inbox}"
