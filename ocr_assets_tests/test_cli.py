@@ -227,3 +227,21 @@ def test_pages_reads_the_good_pages_and_exits_1_for_a_broken_one(tmp_path, home)
     empty.mkdir()
     done = cli("pages", empty, "--out", out, cwd=home)
     assert done.returncode == 1 and "pages: 0 inputs" in done.stderr and "no page images" in done.stderr
+
+
+def test_corpus_reads_the_inbox_once_with_the_resolved_model(tmp_path, home, monkeypatch):
+    from ocr_assets.synth.pages import render_page
+
+    inbox = home / "var" / "inbox"
+    inbox.mkdir(parents=True)
+    render_page(2).image.save(inbox / "page.png")
+    monkeypatch.setenv("OCR_ASSETS_INBOX_SETTLE_S", "0")
+    done = cli("corpus", "--device", "cpu", cwd=home)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["new_scans"] == 1 and summary["pages"] == 1 and summary["lines"] > 5
+    assert "model: shipped default" in done.stderr
+    assert (home / "var" / "corpus" / "corpus.txt").read_text(encoding="utf-8").strip()
+    again = cli("corpus", "--device", "cpu", cwd=home)
+    assert again.returncode == 0 and json.loads(again.stdout)["new_scans"] == 0
+    assert not list(home.rglob("mlflow.db"))
