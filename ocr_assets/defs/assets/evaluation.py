@@ -14,7 +14,8 @@ from ocr_assets.defs.resources import ComputeResource, StorageResource
 from ocr_assets.settings import FinetuneSettings
 
 
-def evaluate_split(store, model_dir: Path, line_splits: dict, compute: ComputeResource, split: str = "test"):
+def evaluate_split(store, model_dir: Path, line_splits: dict, compute: ComputeResource, split: str = "test",
+                   log_info=None):
     """A model's scores on one split of the validated pairs."""
     from ocr_assets.evaluation.evaluate import evaluate_pairs
     from ocr_assets.models.resolve import load_recognizer
@@ -23,7 +24,10 @@ def evaluate_split(store, model_dir: Path, line_splits: dict, compute: ComputeRe
     if pairs.num_rows == 0:
         raise dg.Failure(f"the {split} split is empty; give line_splits more documents or other fractions")
     recognizer = load_recognizer(model_dir, device=compute.device, trust_remote_code=compute.trust_remote_code)
-    return evaluate_pairs(recognizer, pairs)
+    result = evaluate_pairs(recognizer, pairs)
+    if log_info:
+        log_info(f"{split} split, {pairs.num_rows} lines: CER {result.overall.cer:.4f}, CER_norm {result.overall.cer_norm:.4f}")
+    return result
 
 
 def save_evaluation(result, out_dir: Path, name: str) -> Path:
@@ -42,7 +46,7 @@ def baseline_evaluation(context: dg.AssetExecutionContext, storage: StorageResou
                         base_model: dict, line_splits: dict) -> dg.Output[dict]:
     """The base model's scores on the test split, before any fine-tuning."""
     store = storage.get()
-    result = evaluate_split(store, store.local_dir(base_model["path"]), line_splits, compute)
+    result = evaluate_split(store, store.local_dir(base_model["path"]), line_splits, compute, log_info=context.log.info)
     url = store.url("evaluations", context.run_id, "baseline")
     local = store.staging_dir(url)
     save_evaluation(result, local, "baseline")
@@ -65,7 +69,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: GateConfig, sto
 
     store = storage.get()
     merged_dir = store.local_dir(merged_model["path"])
-    result = evaluate_split(store, merged_dir, line_splits, compute)
+    result = evaluate_split(store, merged_dir, line_splits, compute, log_info=context.log.info)
     url = store.url("evaluations", context.run_id, "report")
     local = store.staging_dir(url)
     save_evaluation(result, local, "finetuned")

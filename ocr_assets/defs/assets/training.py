@@ -29,11 +29,14 @@ def model_url(storage, context: dg.AssetExecutionContext, kind: str) -> str:
     return storage.url("models", kind, context.run_id)
 
 
-def mlflow_epoch_logger(mlflow, prefix: str):
+def mlflow_epoch_logger(mlflow, prefix: str, log_info=None):
+    """Per-epoch metrics to MLflow and, when given, one INFO line per epoch (progress in the UI and up.sh)."""
     def log(epoch: int, metrics: dict) -> None:
         numbers = {f"{prefix}_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "epoch"}
         if numbers:
             mlflow.log_metrics(numbers, step=epoch)
+        if log_info:
+            log_info(f"{prefix} epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in numbers.items()))
 
     return log
 
@@ -71,7 +74,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, stora
         mlflow.log_params({"base_source": "scratch", "scratch_epochs": scratch.epochs})
         report = finetune.train_from_scratch(
             split_pairs(store, line_splits, "train"), split_pairs(store, line_splits, "validation"), local, scratch,
-            device=compute.device, on_epoch=mlflow_epoch_logger(mlflow, "scratch"))
+            device=compute.device, on_epoch=mlflow_epoch_logger(mlflow, "scratch", context.log.info))
         extra = {"train_seconds": round(report.seconds, 1), "peak_rss_mb": round(report.peak_rss_mb, 1)}
     else:
         source = resolved.source
@@ -101,7 +104,7 @@ def lora_adapters(context: dg.AssetExecutionContext, config: FinetuneConfig, sto
     settings = to_settings(config, FinetuneSettings, device=compute.device, checkpoint_dir=checkpoints)
     report = finetune.lora_finetune(store.local_dir(base_model["path"]), split_pairs(store, line_splits, "train"),
                                     split_pairs(store, line_splits, "validation"), settings, local,
-                                    on_epoch=mlflow_epoch_logger(mlflow, "lora"),
+                                    on_epoch=mlflow_epoch_logger(mlflow, "lora", context.log.info),
                                     trust_remote_code=compute.trust_remote_code)
     mlflow.log_artifacts(str(local), artifact_path="adapters")
     size = dir_size(local)
