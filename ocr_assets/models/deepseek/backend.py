@@ -34,7 +34,26 @@ def _fresh(path: Path) -> None:
         shutil.rmtree(path)
 
 
-class Ocr2Backend(Backend):
+class _DeepseekBackend(Backend):
+    """The fine-tune both DeepSeek backends share; `_module` names the module with finetune / save_adapters."""
+
+    def _module(self):
+        raise NotImplementedError
+
+    def finetune(self, base_dir: Path, train: Samples, val: Samples | None, settings, adapter_dir: Path,
+                 on_epoch: OnEpoch | None = None) -> TrainReport:
+        """LoRA on the language model's projections (the vision tower stays frozen); `val` is not used yet."""
+        module = self._module()
+        start = time.perf_counter()
+        recognizer = self.load(base_dir, device=settings.device)
+        config = TrainConfig.for_finetune(settings, len(train), self.default_learning_rate)
+        result = module.finetune(recognizer, _images(train), lora=settings.lora(), train=config, on_epoch=on_epoch)
+        _fresh(adapter_dir)
+        module.save_adapters(recognizer, adapter_dir)
+        return _report(start, result, config, self.name)
+
+
+class Ocr2Backend(_DeepseekBackend):
     """model_type `deepseek_ocr2`: the transformers conversion of DeepSeek-OCR-2 (no remote code)."""
 
     name = "deepseek_ocr2"
@@ -46,18 +65,10 @@ class Ocr2Backend(Backend):
 
         return DeepseekOcr2Recognizer.from_pretrained(model_dir, device=device, local_files_only=True)
 
-    def finetune(self, base_dir: Path, train: Samples, val: Samples | None, settings, adapter_dir: Path,
-                 on_epoch: OnEpoch | None = None) -> TrainReport:
-        """LoRA on the language model's projections (the vision tower stays frozen); `val` is not used yet."""
+    def _module(self):
         from ocr_assets.models.deepseek import ocr2
 
-        start = time.perf_counter()
-        recognizer = self.load(base_dir, device=settings.device)
-        config = TrainConfig.for_finetune(settings, len(train), self.default_learning_rate)
-        result = ocr2.finetune(recognizer, _images(train), lora=settings.lora(), train=config, on_epoch=on_epoch)
-        _fresh(adapter_dir)
-        ocr2.save_adapters(recognizer, adapter_dir)
-        return _report(start, result, config, self.name)
+        return ocr2
 
     def merge(self, base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str = "float16") -> Path:
         from ocr_assets.models.deepseek import ocr2
@@ -69,7 +80,7 @@ class Ocr2Backend(Backend):
         return out_dir
 
 
-class Ocr1UnslothBackend(Backend):
+class Ocr1UnslothBackend(_DeepseekBackend):
     """model_type `deepseek_vl_v2` / `deepseek_ocr`: DeepSeek-OCR v1 through Unsloth; remote code, CUDA only."""
 
     name = "deepseek_ocr1_unsloth"
@@ -84,17 +95,10 @@ class Ocr1UnslothBackend(Backend):
             raise UnslothUnavailableError(f"{self.name} cannot run on device 'cpu': Unsloth needs a CUDA device")
         return UnslothDeepseekOcrRecognizer.from_pretrained(model_dir, trust_remote_code=True)
 
-    def finetune(self, base_dir: Path, train: Samples, val: Samples | None, settings, adapter_dir: Path,
-                 on_epoch: OnEpoch | None = None) -> TrainReport:
-        from ocr_assets.models.deepseek import ocr1_unsloth as ocr1
+    def _module(self):
+        from ocr_assets.models.deepseek import ocr1_unsloth
 
-        start = time.perf_counter()
-        recognizer = self.load(base_dir, device=settings.device)
-        config = TrainConfig.for_finetune(settings, len(train), self.default_learning_rate)
-        result = ocr1.finetune(recognizer, _images(train), lora=settings.lora(), train=config, on_epoch=on_epoch)
-        _fresh(adapter_dir)
-        ocr1.save_adapters(recognizer, adapter_dir)
-        return _report(start, result, config, self.name)
+        return ocr1_unsloth
 
     def merge(self, base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str = "float16") -> Path:
         """Base + adapters, saved as merged 16-bit weights (Unsloth's merged_16bit); `dtype` is not used."""
