@@ -24,7 +24,11 @@ class SourceError(OcrAssetsError, ValueError):
 
 
 class ImageRejected(OcrAssetsError, ValueError):
-    """Image bytes that are not a decodable, reasonably sized image."""
+    """Image bytes that are not a decodable, reasonably sized image; `reason` is meant for people (quarantine)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class FontError(OcrAssetsError, RuntimeError):

@@ -107,10 +107,11 @@ def test_inbox_to_corpus(inbox, tmp_path):
             assert 0 <= r["confidence"] <= 1 and all(0 <= w["confidence"] <= 1 for w in r["words"])
             assert [w["text"] for w in r["words"]] == r["text"].split()
         p1 = by_source.get(("book1_p1.png", 1)) or by_source[("sub/copy of p1.png", 1)]
-        assert metrics.cer_norm(LINES, p1) < 0.1
-        assert metrics.cer_norm(LINES, by_source[("volume.tif", 1)]) < 0.1
-        assert metrics.cer_norm(OTHER, by_source[("volume.tif", 2)]) < 0.15
-        assert metrics.cer_norm(OTHER, by_source[("letter.pdf", 1)]) < 0.15
+        # The shipped model reads these rendered pages at CER_norm 0.0-0.008 (measured 2026-12-02): bound ~2x.
+        assert metrics.cer_norm(LINES, p1) < 0.02
+        assert metrics.cer_norm(LINES, by_source[("volume.tif", 1)]) < 0.02
+        assert metrics.cer_norm(OTHER, by_source[("volume.tif", 2)]) < 0.02
+        assert metrics.cer_norm(OTHER, by_source[("letter.pdf", 1)]) < 0.02
         assert "=== volume.tif · page 2 ===" in (root / "corpus.txt").read_text(encoding="utf-8")
         review = [json.loads(l) for l in (root / "review.jsonl").read_text(encoding="utf-8").splitlines()]
         assert review and [r["confidence"] for r in review] == sorted(r["confidence"] for r in review)
@@ -171,7 +172,7 @@ def test_corpus_cli_takes_in_new_scans_once(tmp_path):
     summary = json.loads(first.stdout)
     assert (summary["new_scans"], summary["scans"], summary["quarantined_scans"], summary["lines"]) == (2, 2, 1, len(LINES))
     text = (tmp_path / "root/corpus/corpus.txt").read_text(encoding="utf-8").splitlines()
-    assert metrics.cer_norm(LINES, text[1:]) < 0.1
+    assert metrics.cer_norm(LINES, text[1:]) < 0.02
     again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600).stdout)
     assert again["new_scans"] == 0 and again["scans"] == 2
 
@@ -235,7 +236,7 @@ def test_corpus_reads_with_the_registry_champion_when_there_is_one(tmp_path, mon
         assert resolved.source.startswith("models:/ocr-assets-recognizer@champion") and f"version {version}" in resolved.source
         page, _ = render_page()
         lines = [line.text for line in ocr_page(load_recognizer(resolved.path, device="cpu"), page, "p").lines]
-        assert metrics.cer_norm(LINES, lines) < 0.1
+        assert metrics.cer_norm(LINES, lines) < 0.02
         assert resolve_model(shipped_model_dir(), uri).source == str(shipped_model_dir())  # an explicit model wins
     finally:
         mlflow.set_tracking_uri(previous[0])
@@ -270,3 +271,38 @@ def test_a_scan_gone_at_run_time_is_retried_when_back_and_never_freezes_the_corp
         instance.add_dynamic_partitions("scans", ["0123456789abcdef"])
         follow = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=auto.cursor)
         assert follow.total_requested == 1
+
+
+@pytest.mark.timeout(600)
+def test_corpus_recovers_from_files_cut_short_by_a_crash(tmp_path):
+    """A scan.json or layout.json cut mid-write (a crash, a full disk) means "not done": the scan is read again."""
+    import subprocess
+    import sys
+
+    box = tmp_path / "inbox"
+    box.mkdir()
+    render_page()[0].save(box / "a.png")
+    render_page(OTHER)[0].save(box / "b.png")
+    env = {**os.environ, "OCR_ASSETS_DATA_ROOT": str(tmp_path / "root"), "OCR_ASSETS_INBOX_SETTLE_S": "0"}
+    cmd = [sys.executable, "-m", "ocr_assets.cli", "corpus", "--inbox", str(box), "--device", "cpu"]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    scans = tmp_path / "root" / "corpus" / "scans"
+    keys = sorted(p.name for p in scans.iterdir())
+    scan_json = scans / keys[0] / "scan.json"
+    scan_json.write_text(scan_json.read_text()[:25])  # cut short
+    layout = tmp_path / "root" / "scans" / "pages" / keys[1] / "layout.json"
+    layout.write_text(layout.read_text()[:40])
+    # The cut layout alone does not make a scan "not done"; drop its scan.json so it is read from the layout again.
+    (scans / keys[1] / "scan.json").unlink()
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-2000:]
+    summary = json.loads(again.stdout)
+    assert summary["new_scans"] == 2 and summary["scans"] == 2 and summary["pending"] == 0
+    for key in keys:
+        assert json.loads((scans / key / "scan.json").read_text())["status"] == "ok"
+    text = (tmp_path / "root" / "corpus" / "corpus.txt").read_text(encoding="utf-8")
+    assert text.count("=== ") == 2
+    # Measured: the shipped model reads these rendered pages at CER_norm 0.0-0.01; bound about 2x plus slack.
+    lines = [l for l in text.splitlines() if l and not l.startswith("===")]
+    assert metrics.cer_norm(LINES + OTHER, lines) < 0.03  # a.png, then b.png (the corpus is ordered by path)

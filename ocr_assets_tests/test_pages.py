@@ -59,7 +59,8 @@ def test_pages_cli_writes_text_page_and_alto(tmp_path):
     assert done.returncode == 1 and "broken.png: skipped" in done.stderr  # reported, others still written
     text = (out / "p1.txt").read_text(encoding="utf-8").splitlines()
     assert len(text) == len(LINES)
-    assert metrics.cer_norm(LINES, text) < 0.1
+    # The shipped model reads this rendered page at CER_norm 0.0-0.008 (measured 2026-12-02): bound ~2x.
+    assert metrics.cer_norm(LINES, text) < 0.02
     page_root = etree.parse(str(out / "p1.page.xml")).getroot()
     lines = page_root.findall(f".//{{{PAGE_NS}}}TextLine")
     assert len(lines) == len(LINES) and lines[0].get("readingDirection") == "right-to-left"
