@@ -43,9 +43,9 @@ pretrain_job = dg.define_asset_job(
 )
 cross_validation_job = dg.define_asset_job(
     "cross_validation_job",
-    selection=dg.AssetSelection.assets(cross_validation),
+    selection=dg.AssetSelection.assets(base_model, cross_validation),
     hooks={end_mlflow_on_run_finished},
-    description="Leave-one-document-out fine-tunes of the base model.",
+    description="The base model, then leave-one-document-out fine-tunes of it (needs ingest_job's splits).",
 )
 
 

@@ -140,7 +140,7 @@ def merged_model(context: dg.AssetExecutionContext, storage: StorageResource, co
 
 @dg.asset(group_name="pretraining", kinds={"pytorch"}, pool="gpu")
 def pretrained_model(context: dg.AssetExecutionContext, config: PretrainConfig, storage: StorageResource,
-                     compute: ComputeResource) -> dg.Output[dict]:
+                     compute: ComputeResource, mlflow: dg.ResourceParam[Any]) -> dg.Output[dict]:
     """A compact recognizer pretrained on synthetic classical lines plus any real GT folders given."""
     from ocr_assets.training.pretrain import pretrain
 
