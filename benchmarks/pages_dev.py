@@ -46,9 +46,8 @@ def read_ours(jpgs: list[Path], model: str | None) -> tuple[list[str], float]:
         src.mkdir()
         for p in jpgs:
             (src / p.name).symlink_to(p)
-        cmd = [str(cli), "pages", str(src), "--out", str(Path(tmp) / "out"), "--device", "cpu"]
-        if model:
-            cmd += ["--model", model]
+        # "default": the shipped model even where the data root has a registry champion (the CLI's preference).
+        cmd = [str(cli), "pages", str(src), "--out", str(Path(tmp) / "out"), "--device", "cpu", "--model", model or "default"]
         start = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
         seconds = time.perf_counter() - start
