@@ -306,3 +306,28 @@ def test_corpus_recovers_from_files_cut_short_by_a_crash(tmp_path):
     # Measured: the shipped model reads these rendered pages at CER_norm 0.0-0.01; bound about 2x plus slack.
     lines = [l for l in text.splitlines() if l and not l.startswith("===")]
     assert metrics.cer_norm(LINES + OTHER, lines) < 0.03  # a.png, then b.png (the corpus is ordered by path)
+
+
+def test_more_than_sixteen_scans_in_one_tick_become_batches(inbox):
+    """17 new scans: one tick adds 17 partitions and asks for two runs (16 + 1), each a contiguous key range."""
+    from ocr_assets.defs.definitions import build_defs
+    from ocr_assets.defs.assets.corpus import SCANS_PER_RUN
+
+    for i in range(SCANS_PER_RUN + 1):
+        image = Image.new("L", (300, 200), 255)
+        image.putpixel((i, i), 0)  # other bytes, so other scans
+        image.save(inbox / f"s{i:02d}.png")
+    defs = build_defs()
+    with dg.instance_for_test() as instance:
+        sensor = defs.get_sensor_def("scan_inbox_sensor")
+        with dg.partition_loading_context(dynamic_partitions_store=instance):
+            result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs,
+                                                                  resources={"storage": StorageResource()}))
+        (request,) = result.dynamic_partitions_requests
+        keys = list(request.partition_keys)
+        assert len(keys) == SCANS_PER_RUN + 1 and len(set(keys)) == len(keys)
+        runs = result.run_requests
+        assert len(runs) == 2
+        spans = [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in runs]
+        assert spans == [(keys[0], keys[SCANS_PER_RUN - 1]), (keys[SCANS_PER_RUN], keys[SCANS_PER_RUN])]
+        assert len({r.run_key for r in runs}) == 2
