@@ -215,4 +215,5 @@ def test_gx_suite_fails_on_bad_metadata():
         ("expect_column_values_to_be_in_set", "charset_ok"),
     } <= failed
     assert "**no**" in report.to_markdown()
-    json.dumps(report.to_dict())
+    as_json = json.loads(json.dumps(report.to_dict()))  # the asset check's metadata must survive JSON
+    assert as_json["success"] is False and len(as_json["expectations"]) == report.evaluated
