@@ -331,3 +331,28 @@ def test_more_than_sixteen_scans_in_one_tick_become_batches(inbox):
         spans = [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in runs]
         assert spans == [(keys[0], keys[SCANS_PER_RUN - 1]), (keys[SCANS_PER_RUN], keys[SCANS_PER_RUN])]
         assert len({r.run_key for r in runs}) == 2
+
+
+@pytest.mark.timeout(600)
+def test_a_multi_page_pdf_is_one_scan_with_its_pages_in_order(tmp_path):
+    import subprocess
+    import sys
+
+    box = tmp_path / "inbox"
+    box.mkdir()
+    first, _ = render_page()
+    second, _ = render_page(OTHER)
+    first.convert("RGB").save(box / "volume.pdf", save_all=True, append_images=[second.convert("RGB")], resolution=150)
+    env = {**os.environ, "OCR_ASSETS_DATA_ROOT": str(tmp_path / "root"), "OCR_ASSETS_INBOX_SETTLE_S": "0"}
+    cmd = [sys.executable, "-m", "ocr_assets.cli", "corpus", "--inbox", str(box), "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert (summary["scans"], summary["pages"]) == (1, 2)
+    rows = [json.loads(l) for l in (tmp_path / "root/corpus/corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+    pages = {}
+    for r in rows:
+        pages.setdefault(r["page"], []).append(r["text"])
+    # Measured 2026-12-02: page 1 CER_norm 0.023 (the vocalised line suffers from the 150-dpi PDF re-rendered at
+    # 300 dpi), page 2 below it; bound ~2x.
+    assert metrics.cer_norm(LINES, pages[1]) < 0.05 and metrics.cer_norm(OTHER, pages[2]) < 0.05
