@@ -157,3 +157,29 @@ def test_deepseek_ocr2_finetune_and_merge_through_the_training_flow(tmp_path):
     assert recognizer.backend == "deepseek_ocr2"
     image = Image.open(io.BytesIO(train.column("image")[0].as_py()))
     assert recognizer.recognize([image])[0].error is None
+
+
+def test_remote_code_is_refused_by_the_corpus_asset_and_the_pyfunc(tmp_path, monkeypatch):
+    """The same refusal where a model arrives through a run config or the registry, not only the CLI."""
+    import dagster as dg
+
+    from ocr_assets.definitions import build_defs
+    from ocr_assets.serving.pyfunc import OcrPyfuncModel
+
+    v1 = model_dir(tmp_path / "v1", "deepseek_vl_v2")
+    monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", str(tmp_path / "root"))
+    monkeypatch.delenv("OCR_ASSETS_TRUST_REMOTE_CODE", raising=False)
+    defs = build_defs("local")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("scans", ["0123456789abcdef"])
+        result = defs.resolve_job_def("ocr_scans_job").execute_in_process(
+            instance=instance, partition_key="0123456789abcdef", raise_on_error=False,
+            run_config={"ops": {"ocr_pages": {"config": {"model": str(v1)}}}})
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        assert "RemoteCodeNotAllowedError" in str(failure.event_specific_data.error)
+
+    from mlflow.pyfunc import PythonModelContext
+
+    with pytest.raises(RemoteCodeNotAllowedError):  # MLflow's own context, as a served model gets it
+        OcrPyfuncModel().load_context(PythonModelContext(artifacts={"model_dir": str(v1)}, model_config={}))
