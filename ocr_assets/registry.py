@@ -30,6 +30,18 @@ class Registry:
         mlflow.set_registry_uri(self.uri)
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
+    def lock(self):
+        """A lock around read-compare-move of an alias. A SQLite store gets an inter-process file lock next to the
+        database (every process on this host that gates into it); other stores (a tracking server, PostgreSQL)
+        get none here, and `promote_if_better` still refuses to move a champion that moved since it was scored."""
+        import contextlib
+
+        if self.uri.startswith("sqlite:///"):
+            from filelock import FileLock
+
+            return FileLock(self.uri[len("sqlite:///"):] + ".gate.lock", timeout=600)
+        return contextlib.nullcontext()
+
     def alias_version(self, alias: str, name: str = MODEL_NAME) -> str | None:
         from mlflow.exceptions import MlflowException
 

@@ -60,3 +60,40 @@ def test_gate_in_a_real_registry(registry):
     assert reg.alias_version(CHAMPION) == second
     assert promote_if_better(reg, fourth, 0.0035, champion=0.0040, base=None, min_gain=0.0004).promoted
     assert reg.alias_version(CHAMPION) == fourth
+
+
+def _race(uri, experiment, score, scored_champion, barrier, results):
+    """One evaluation run in its own process: register, wait for the others, then gate against the champion
+    every run scored before any of them promoted."""
+    reg = Registry(uri)
+    reg.client()
+    with mlflow.start_run(experiment_id=experiment):
+        version = reg.register(shipped_model_dir(), {"test_cer_norm": score})
+    barrier.wait(timeout=300)
+    decision = promote_if_better(reg, version, score, champion=0.0100, base=None, scored_champion=scored_champion)
+    results.put((version, score, decision.promoted, decision.reason))
+
+
+@pytest.mark.timeout(600)
+def test_concurrent_gates_never_let_a_worse_model_overwrite_a_better_champion(registry):
+    """Three runs evaluated at once all beat the champion they scored (0.0100); once one is promoted, the others
+    were never compared with it: they must stay challengers, whatever the order in which they reach the gate."""
+    import multiprocessing as mp
+
+    reg, experiment = registry
+    first = _register(reg, experiment, 0.0100)
+    assert promote_if_better(reg, first, 0.0100, champion=None, base=None, scored_champion=None).promoted
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(reg.uri, experiment, score, first, barrier, results))
+             for score in (0.0050, 0.0060, 0.0070)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=540) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    promoted = [o for o in outcomes if o[2]]
+    assert len(promoted) == 1, outcomes  # without the lock and the moved-champion check all three are promoted
+    assert reg.alias_version(CHAMPION) == promoted[0][0]
+    assert all("champion moved" in reason for _, _, ok, reason in outcomes if not ok)

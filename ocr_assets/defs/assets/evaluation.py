@@ -65,7 +65,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: GateConfig, sto
     """Fine-tuned vs base on the test split, with plots; registers the challenger, promotes it only if it wins."""
     from ocr_assets.evaluation.gate import promote_if_better
     from ocr_assets.evaluation.report import png_markdown, write_report
-    from ocr_assets.registry import CHAMPION, Registry, model_uri
+    from ocr_assets.registry import CHAMPION, MODEL_NAME, Registry
 
     store = storage.get()
     merged_dir = store.local_dir(merged_model["path"])
@@ -91,13 +91,15 @@ def evaluation_report(context: dg.AssetExecutionContext, config: GateConfig, sto
         champion = registry.alias_version(CHAMPION)
         champion_score = None
         if champion is not None and champion != version:
-            # The champion scored now, on this very test split, so the comparison is like for like.
+            # The champion scored now, on this very test split, so the comparison is like for like; by version,
+            # so a champion promoted meanwhile by another run is not the one scored (the gate then refuses).
             from ocr_assets.models.resolve import resolve_model_dir
 
-            champion_dir = resolve_model_dir(model_uri(CHAMPION), storage.mlflow_uri())
+            champion_dir = resolve_model_dir(f"models:/{MODEL_NAME}/{champion}", storage.mlflow_uri())
             champion_score = evaluate_split(store, champion_dir, line_splits, compute).overall.cer_norm
         decision = promote_if_better(registry, version, summary["cer_norm"], champion_score,
-                                     base=baseline_evaluation["cer_norm"], min_gain=config.min_gain)
+                                     base=baseline_evaluation["cer_norm"], min_gain=config.min_gain,
+                                     scored_champion=champion)
         decision_md = f"version {version}: {'promoted to champion' if decision.promoted else 'stays challenger'} — {decision.reason}"
         meta = {"model_version": version, "promoted": decision.promoted, "champion_before": champion or "none",
                 "champion_cer_norm": champion_score}
