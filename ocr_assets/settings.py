@@ -82,6 +82,8 @@ class FinetuneSettings:
     merge_dtype: str = setting("float16", "precision of the merged model: float16, bfloat16 or float32")
     device: str = setting("auto", "auto, cpu or cuda")
     checkpoint_dir: str | None = setting(None, "where training checkpoints go (resume after a crash)")
+    conventions: bool = setting(True, "learn the book's honorific ligatures (ﷺ, ﷻ, رضي الله عنه ...): train on the "
+                                      "ligature where the print has a glyph, write the book's expansion on output")
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.epochs < 1:
@@ -171,3 +173,100 @@ def shared_data_dir() -> Path | None:
     here = Path(__file__).resolve().parents[1]
     candidate = here.parent / "shared" / "data"
     return candidate if candidate.is_dir() else None
+
+
+# --- monitoring and the correction loop (issue 13) -----------------------------------------------------------
+
+ENV_MONITORING = "OCR_ASSETS_MONITORING"  # JSON overrides of MonitoringSettings, e.g. {"window_pages": 40}
+ENV_CORRECTIONS = "OCR_ASSETS_CORRECTIONS"  # JSON overrides of CorrectionSettings, e.g. {"min_corrections": 50}
+ENV_GOLDEN_DIR = "OCR_ASSETS_GOLDEN_DIR"  # a ground-truth folder of real lines for the golden set
+ENV_ALERT_WEBHOOK = "OCR_ASSETS_ALERT_WEBHOOK"  # a URL that receives alerts as JSON (POST)
+
+
+@dataclass
+class MonitoringSettings:
+    """Drift of incoming scans against a reference window, the golden-set re-evaluation, alerts (ocr_assets.monitoring)."""
+
+    reference_pages: int = setting(20, "pages of the reference window: the first pages read after the reference was (re)set")
+    window_pages: int = setting(20, "pages of the current window: the latest pages after the reference")
+    min_window_pages: int = setting(3, "fewer pages in the current window: no comparison yet")
+    p_value: float = setting(0.05, "a statistic drifts when the two-sample test (Evidently: K-S) gives p below this")
+    warn_share: float = setting(0.25, "share of drifted statistics from which drift is a WARN")
+    error_share: float = setting(0.5, "share of drifted statistics from which drift is an ERROR")
+    char_js_warn: float = setting(0.25, "Jensen-Shannon distance of the character distributions from which drift is a WARN")
+    char_js_error: float = setting(0.45, "Jensen-Shannon distance of the character distributions from which drift is an ERROR")
+    review_lines: int = setting(50, "lines in the review queue (drifted scans first, least confident first)")
+    golden_dir: str = setting("", "ground-truth folder of real lines for the golden set; empty: $OCR_ASSETS_GOLDEN_DIR, "
+                                  "else synthetic lines")
+    golden_lines: int = setting(120, "lines in the golden set (a fixed, seeded sample)")
+    reevaluation_cron: str = setting("0 4 * * 1", "when the champion is re-scored on the golden set (cron; weekly)")
+    cer_tolerance: float = setting(0.005, "re-evaluation fails when CER_norm worsens by more than this since the last one")
+    alert_webhook: str = setting("", "URL that receives alerts as JSON; empty: $OCR_ASSETS_ALERT_WEBHOOK, else log only")
+
+    def __post_init__(self) -> None:
+        if min(self.reference_pages, self.window_pages, self.min_window_pages) < 1:
+            raise ConfigError("reference_pages, window_pages and min_window_pages must be >= 1")
+        if not 0 < self.warn_share <= self.error_share <= 1:
+            raise ConfigError(f"need 0 < warn_share <= error_share <= 1; got {self.warn_share}, {self.error_share}")
+        if not 0 < self.char_js_warn <= self.char_js_error <= 1:
+            raise ConfigError(f"need 0 < char_js_warn <= char_js_error <= 1; got {self.char_js_warn}, {self.char_js_error}")
+
+
+@dataclass
+class CorrectionSettings:
+    """People's corrections → a challenger fine-tuned from the champion, gated, promoted, the corpus re-read."""
+
+    min_corrections: int = setting(30, "accepted corrections, new since the last challenger, needed to train one")
+    heldout_fraction: float = setting(0.25, "share of the corrections held out for the gate (with the golden set)")
+    epochs: int = setting(8, "passes over the corrected lines")
+    learning_rate: float | None = setting(None, "peak learning rate; empty: the backend's default")
+    rank: int = setting(16, "LoRA rank r")
+    batch_size: int = setting(8, "lines per optimiser step")
+    seed: int = setting(0, "random seed (held-out sample, training order)")
+    min_gain: float = setting(0.0, "CER_norm the challenger must win by on the golden set plus held-out corrections")
+
+    def __post_init__(self) -> None:
+        if self.min_corrections < 2:
+            raise ConfigError(f"min_corrections {self.min_corrections} must be >= 2 (one to train, one to hold out)")
+        if not 0 < self.heldout_fraction < 1:
+            raise ConfigError(f"heldout_fraction {self.heldout_fraction} must lie strictly between 0 and 1")
+        if self.epochs < 1 or self.batch_size < 1 or self.rank < 1:
+            raise ConfigError("epochs, batch_size and rank must be >= 1")
+
+    def finetune(self) -> FinetuneSettings:
+        return FinetuneSettings(epochs=self.epochs, learning_rate=self.learning_rate, rank=self.rank,
+                                alpha=2 * self.rank, batch_size=self.batch_size, seed=self.seed)
+
+
+def _json_env(name: str, env: dict) -> dict:
+    import json
+
+    text = env.get(name, "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"${name} is not valid JSON ({exc}); give an object such as {{\"window_pages\": 40}}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"${name} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def monitoring_settings_from_env(env: dict | None = None, **overrides: Any) -> MonitoringSettings:
+    """MonitoringSettings: defaults, then $OCR_ASSETS_MONITORING (JSON), $OCR_ASSETS_GOLDEN_DIR,
+    $OCR_ASSETS_ALERT_WEBHOOK, then `overrides`."""
+    env = os.environ if env is None else env
+    data = _json_env(ENV_MONITORING, env)
+    if env.get(ENV_GOLDEN_DIR):
+        data.setdefault("golden_dir", env[ENV_GOLDEN_DIR])
+    if env.get(ENV_ALERT_WEBHOOK):
+        data.setdefault("alert_webhook", env[ENV_ALERT_WEBHOOK])
+    return from_mapping(MonitoringSettings, {**data, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def correction_settings_from_env(env: dict | None = None, **overrides: Any) -> CorrectionSettings:
+    """CorrectionSettings: defaults, then $OCR_ASSETS_CORRECTIONS (JSON), then `overrides`."""
+    env = os.environ if env is None else env
+    data = _json_env(ENV_CORRECTIONS, env)
+    return from_mapping(CorrectionSettings, {**data, **{k: v for k, v in overrides.items() if v is not None}})
