@@ -14,6 +14,9 @@ from ocr_assets.defs.assets.ingest import ingest_assets, ingest_checks
 from ocr_assets.defs.assets.training import base_model, lora_adapters, merged_model, pretrained_model
 from ocr_assets.defs.resources import build_resources, load_profile
 from ocr_assets.defs.sensors import corpus_automation_sensor, ocr_scans_job, scan_inbox_sensor
+from ocr_assets.defs.assets.monitoring import monitoring_assets
+from ocr_assets.defs.monitoring_sensors import (monitoring_automation_sensor, monitoring_jobs, monitoring_schedules,
+                                                monitoring_sensors)
 
 training_assets = [base_model, baseline_evaluation, lora_adapters, merged_model, evaluation_report]
 TRAINING = dg.AssetSelection.assets(*training_assets)
@@ -53,10 +56,11 @@ def build_defs(profile_name: str | None = None) -> dg.Definitions:
     profile = load_profile(profile_name)
     executor = dg.in_process_executor if profile.get("executor") == "in_process" else dg.multiprocess_executor
     return dg.Definitions(
-        assets=[*ingest_assets, *training_assets, cross_validation, pretrained_model, *corpus_assets],
+        assets=[*ingest_assets, *training_assets, cross_validation, pretrained_model, *corpus_assets, *monitoring_assets],
         asset_checks=[*ingest_checks, *corpus_checks],
-        jobs=[ingest_job, training_job, main_job, cross_validation_job, pretrain_job, ocr_scans_job],
-        sensors=[scan_inbox_sensor, corpus_automation_sensor],
+        jobs=[ingest_job, training_job, main_job, cross_validation_job, pretrain_job, ocr_scans_job, *monitoring_jobs],
+        sensors=[scan_inbox_sensor, corpus_automation_sensor, *monitoring_sensors, monitoring_automation_sensor],
+        schedules=monitoring_schedules,
         resources=build_resources(profile),
         executor=executor,
     )
