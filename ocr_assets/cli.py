@@ -296,6 +296,55 @@ def cmd_corpus(args) -> int:
     return 0
 
 
+def cmd_drift(args) -> int:
+    from ocr_assets.monitoring.drift import detect_drift, reset_reference
+    from ocr_assets.settings import monitoring_settings_from_env
+    from ocr_assets.storage import Storage
+
+    storage = Storage.from_env()
+    settings = monitoring_settings_from_env(reference_pages=args.reference_pages, window_pages=args.window_pages)
+    if args.reset_reference:
+        reset_reference(storage)
+        _note("reference window reset: the next pages to arrive form a new one")
+    result = detect_drift(storage, settings)
+    out = result.to_dict()
+    print(json.dumps({k: out[k] for k in ("severity", "reason", "reference_pages", "current_pages", "drifted",
+                                          "char_js", "drifted_scans", "report_html", "plot_png")},
+                     ensure_ascii=False, indent=1))
+    return 0
+
+
+def cmd_review(args) -> int:
+    from ocr_assets.monitoring.review_app import check_loopback, review_queue, server
+    from ocr_assets.storage import Storage
+
+    check_loopback(args.host)
+    storage = Storage.from_env()
+    count = len(review_queue(storage, args.lines))
+    if not count:
+        raise UsageError("nothing to review: no OCR'd lines under the data root (run `ocr-assets corpus` first)")
+    _note(f"review page with {count} lines: http://{args.host}:{args.port}/ (Ctrl-C to stop)")
+    server(storage, args.host, args.port, args.lines).run()
+    return 0
+
+
+def cmd_corrections_import(args) -> int:
+    from ocr_assets.monitoring.corrections import import_files
+    from ocr_assets.storage import Storage
+
+    path = Path(args.path)
+    if not path.exists():
+        raise UsageError(f"{args.path!r} does not exist; give a corrections file (.jsonl, PAGE or ALTO .xml) or a folder")
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise UsageError(f"{args.path!r} holds no files")
+    storage = Storage.from_env()
+    report = import_files(storage, [(str(p.relative_to(path)) if path.is_dir() else p.name, p.read_bytes())
+                                    for p in files], log=_note)
+    print(json.dumps(report.as_dict(), ensure_ascii=False, indent=1))
+    return 1 if report.quarantined and not report.accepted else 0
+
+
 # --- the parser -----------------------------------------------------------------------------------------
 
 def _device_option(p: argparse.ArgumentParser) -> None:
@@ -378,6 +427,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the model to load")
     _trust_option(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("drift", help="compare the latest OCR'd pages with the reference window (image and reading "
+                       "statistics): severity, drifted statistics and scans, an HTML report")
+    p.add_argument("--reset-reference", action="store_true", help="forget the reference window first; the next "
+                   "pages form a new one (after a new champion or a new collection)")
+    p.add_argument("--reference-pages", type=int, default=None, help="pages of the reference window (default: "
+                   "MonitoringSettings)")
+    p.add_argument("--window-pages", type=int, default=None, help="pages of the current window (default: MonitoringSettings)")
+    p.set_defaults(func=cmd_drift)
+
+    p = sub.add_parser("review", help="serve the review page on 127.0.0.1: least-confident line images beside editable "
+                       "text; Submit saves corrections into the corrections inbox")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1", help="loopback only")
+    p.add_argument("--lines", type=int, default=50, help="lines on the page")
+    p.set_defaults(func=cmd_review)
+
+    p = sub.add_parser("corrections", help="people's corrections of OCR'd lines")
+    csub = p.add_subparsers(dest="corrections_verb", required=True)
+    q = csub.add_parser("import", help="import corrected PAGE/ALTO XML or JSONL {line_id, text} (a file or a folder): "
+                        "matched to OCR'd lines, validated, bad ones quarantined with a reason (JSON report)")
+    q.add_argument("path")
+    q.set_defaults(func=cmd_corrections_import)
     return parser
 
 
