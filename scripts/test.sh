@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 PY=$(command -v python3.11 || command -v python3)
 
 SYSTEM_PACKAGES=(fonts-hosny-amiri fonts-noto-core fonts-sil-scheherazade fonts-sil-lateef fonts-kacst
-  fonts-arabeyes fonts-hosny-thabit tesseract-ocr tesseract-ocr-ara fontconfig)
+  fonts-arabeyes fonts-hosny-thabit tesseract-ocr tesseract-ocr-ara fontconfig
+  chromium chromium-driver)  # the review page is tested in headless Chromium (Selenium + chromedriver)
 if [ ! -x .venv/bin/python ] && ! "$PY" -c "import ensurepip" 2>/dev/null; then
   # Debian's Python makes no venv without its -venv package.
   SYSTEM_PACKAGES+=("python$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv")
