@@ -112,3 +112,22 @@ def test_degraded_scans_fail_the_drift_check_and_the_sensor_responds(env):
         assert "data:image/png;base64" in reevaluation["cer_over_time"].value
         (cer_check,) = [c for c in run.get_asset_check_evaluations() if c.check_name == "champion_reevaluation_check"]
         assert cer_check.passed
+
+
+def test_a_failed_run_reaches_the_alert_webhook(env):
+    """The run-failure sensor sends a failed run to the configured webhook (a real server on 127.0.0.1)."""
+    from ocr_assets.defs.definitions import build_defs
+
+    _, _, hook = env
+    defs = build_defs()
+    with dg.instance_for_test() as instance:
+        # No corrections at all: the challenger asset fails with a reason a person can act on.
+        failed = defs.resolve_job_def("challenger_job").execute_in_process(instance=instance, raise_on_error=False)
+        assert not failed.success
+        event = next(e for e in failed.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+        context = dg.build_run_status_sensor_context(sensor_name="run_failure_alert_sensor", dagster_instance=instance,
+                                                     dagster_run=failed.dagster_run, dagster_event=event).for_run_failure()
+        defs.get_sensor_def("run_failure_alert_sensor")(context)
+    (alert,) = hook.received
+    assert alert["kind"] == "run_failure" and alert["details"]["job"] == "challenger_job"
+    assert alert["details"]["run_id"] == failed.run_id and "failed" in alert["message"]
