@@ -257,7 +257,7 @@ def char_distance(reference: Counter, current: Counter) -> float:
     return 0.0 if math.isnan(value) else float(value)
 
 
-def evidently_drift(ref, cur, p_value: float):
+def evidently_drift(ref, cur, p_value: float, drift_share: float = 0.5):
     """Evidently's DataDriftPreset over the statistics present in both windows: (snapshot, {stat: p-value})."""
     os.environ.setdefault("DO_NOT_TRACK", "1")  # no usage telemetry from Evidently
     from evidently import DataDefinition, Dataset, Report
@@ -269,7 +269,7 @@ def evidently_drift(ref, cur, p_value: float):
     if not columns:
         return None, {}
     definition = DataDefinition(numerical_columns=columns)
-    report = Report([DataDriftPreset(columns=columns, num_method="ks", num_threshold=p_value)])
+    report = Report([DataDriftPreset(columns=columns, num_method="ks", num_threshold=p_value, drift_share=drift_share)])
     snapshot = report.run(current_data=Dataset.from_pandas(cur[columns], data_definition=definition),
                           reference_data=Dataset.from_pandas(ref[columns], data_definition=definition))
     p_values = {}
@@ -290,7 +290,7 @@ def compare(reference: list[dict], current: list[dict], settings: MonitoringSett
         result.reason = (f"not enough pages to compare: reference {len(ref)}, current {len(cur)} "
                          f"(need {settings.min_window_pages} each)")
         return result
-    snapshot, p_values = evidently_drift(ref, cur, settings.p_value)
+    snapshot, p_values = evidently_drift(ref, cur, settings.p_value, settings.error_share)
     result.p_values = p_values
     result.drifted = sorted(s for s, p in p_values.items() if p < settings.p_value)
     result.share_drifted = len(result.drifted) / len(p_values) if p_values else 0.0
@@ -304,8 +304,8 @@ def compare(reference: list[dict], current: list[dict], settings: MonitoringSett
     result.severity = ERROR if ERROR in levels else (WARN if levels else None)
     result.reason = (f"{len(result.drifted)}/{len(p_values)} statistics drifted "
                      f"({', '.join(result.drifted) or 'none'}); character JS distance {result.char_js:.3f}")
-    # Scans to review first: a page outside the reference range on a drifted statistic.
-    for s in current:
+    # Scans to review first (only when there is drift): a page outside the reference range on a drifted statistic.
+    for s in current if result.severity else []:
         frame = _frame([s])
         if any(((frame[c] < ref[c].min()) | (frame[c] > ref[c].max())).any() for c in result.drifted):
             result.drifted_scans.append(s["key"])

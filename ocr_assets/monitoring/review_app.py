@@ -61,8 +61,8 @@ PAGE = """<!doctype html>
 <style>
 body {{ font-family: sans-serif; margin: 1.5em; }}
 table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #ddd; padding: 6px; vertical-align: middle; }}
-td.img img {{ max-width: 640px; border: 1px solid #ccc; }}
-input.text {{ font-size: 22px; width: 36em; font-family: 'Amiri', serif; }}
+td.img img {{ max-width: 560px; border: 1px solid #ccc; }}
+input.text {{ font-size: 22px; width: 24em; max-width: 40vw; font-family: 'Amiri', serif; }}
 .drifted {{ background: #fff4e5; }} .conf {{ color: #a33; font-variant-numeric: tabular-nums; }}
 #status {{ margin: 1em 0; font-weight: bold; }}
 </style></head><body>
