@@ -7,7 +7,7 @@ import json
 
 import dagster as dg
 
-from ocr_assets.defs.assets.corpus import ocr_corpus, ocr_pages, scan_partitions
+from ocr_assets.defs.assets.corpus import batch_policy, ocr_corpus, ocr_pages, scan_partitions
 from ocr_assets.defs.resources import ComputeResource, StorageResource
 
 GROUP = "monitoring"
@@ -43,7 +43,7 @@ def _alert(context, kind: str, message: str, details: dict) -> None:
 
 
 @dg.asset(group_name=GROUP, partitions_def=scan_partitions, deps=[ocr_pages], kinds={"numpy"},
-          automation_condition=AFTER_UPSTREAM)
+          automation_condition=AFTER_UPSTREAM, backfill_policy=batch_policy)
 def scan_drift_signals(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Per page of each scan: image statistics (resolution, brightness, contrast, ink share, skew, sharpness, noise,
     line height) and reading statistics (line confidence mean / low tail, empty or quarantined pages, characters
