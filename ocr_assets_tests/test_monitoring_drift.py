@@ -131,3 +131,44 @@ def test_a_failed_run_reaches_the_alert_webhook(env):
     (alert,) = hook.received
     assert alert["kind"] == "run_failure" and alert["details"]["job"] == "challenger_job"
     assert alert["details"]["run_id"] == failed.run_id and "failed" in alert["message"]
+
+
+def test_reevaluation_schedule_history_and_a_worse_champion_fails_the_check(env, tmp_path):
+    """The weekly schedule targets the re-evaluation; each run appends to the history (MLflow run, plot); a
+    champion that reads the golden set worse than the last re-evaluation fails the check and alerts."""
+    import mlflow
+
+    from ocr_assets.defs.definitions import build_defs
+    from ocr_assets.monitoring.loop import start_experiment
+    from ocr_assets.registry import CHAMPION, Registry
+    from ocr_assets.storage import Storage
+    from ocr_assets_tests.monitoring_kit import SENTENCES
+    from ocr_assets_tests.tiny_models import save_tiny_compact
+
+    root, _, hook = env
+    defs = build_defs()
+    schedule = defs.get_schedule_def("champion_reevaluation_schedule")
+    assert schedule.cron_schedule == "0 4 * * 1" and schedule.job_name == "reevaluation_job"  # weekly by default
+    job = defs.resolve_job_def("reevaluation_job")
+    with dg.instance_for_test() as instance:
+        first = job.execute_in_process(instance=instance)  # no registry yet: the shipped model
+        assert first.success and all(c.passed for c in first.get_asset_check_evaluations())
+        # A worse champion (a tiny random model) is promoted behind the monitor's back.
+        storage = Storage.from_env()
+        registry = Registry(storage.mlflow_uri())
+        start_experiment(registry.uri, storage)
+        with mlflow.start_run():
+            tiny = save_tiny_compact(tmp_path / "tiny", sorted(set("".join(SENTENCES))))
+            registry.set_alias(CHAMPION, registry.register(tiny, {"cer_norm": 1.0}))
+        second = job.execute_in_process(instance=instance)
+        assert second.success
+        (check,) = second.get_asset_check_evaluations()
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+        meta = second.asset_materializations_for_node("champion_reevaluation")[0].metadata
+        assert meta["runs"].value == 2 and "version 1" in meta["model"].value
+        assert "| worse |" in meta["history"].value and "data:image/png;base64" in meta["cer_over_time"].value
+    history = [json.loads(l) for l in (root / "monitoring/reevaluation/history.jsonl").read_text().splitlines()]
+    assert [h["worsened"] for h in history] == [False, True] and history[1]["cer_norm"] > history[0]["cer_norm"]
+    runs = mlflow.search_runs(experiment_names=["ocr_assets"], filter_string="tags.`ocr_assets.kind` = 'reevaluation'")
+    assert len(runs) == 2 and set(runs["metrics.cer_norm"].round(5)) == {round(h["cer_norm"], 5) for h in history}
+    assert [a["kind"] for a in hook.received] == ["reevaluation"]
