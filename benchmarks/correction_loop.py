@@ -2,7 +2,7 @@
 the first pages make the next pages read better?
 
     .venv/bin/python benchmarks/correction_loop.py [--first 60] [--next 60] [--lines 300] [--epochs N]
-        [--max-cer 0.5] [--golden-dir DIR] [--golden-lines 120] [--root DIR]
+        [--max-cer 0.5] [--golden-dir DIR] [--golden-lines 120] [--golden-tolerance X] [--root DIR]
 
 1. Pages 1..--first (sorted by name) arrive in an inbox and are read by the shipped model into a corpus
    (`ocr_assets.corpus.build.process_inbox`, as `ocr-assets corpus` does).
@@ -88,6 +88,8 @@ def main() -> None:
     ap.add_argument("--golden-dir", default=None, help="ground-truth folder of real lines for the golden set "
                     "(default: synthetic lines)")
     ap.add_argument("--golden-lines", type=int, default=None, help="golden set size (default: MonitoringSettings)")
+    ap.add_argument("--golden-tolerance", type=float, default=None, help="also refuse a challenger that loses more "
+                    "than this CER_norm on the golden set (CorrectionSettings.golden_tolerance; default: off)")
     ap.add_argument("--root", default=None, help="data root (default: a temporary folder, removed afterwards)")
     args = ap.parse_args()
     shared = shared_data_dir()
@@ -129,7 +131,8 @@ def main() -> None:
         report = import_files(storage, [("simulated-review.jsonl", body)], log=log)
         log(f"corrections: {len(rows)} of the {args.lines} least-confident lines, import {report.as_dict()}")
         monitoring = monitoring_settings_from_env(golden_dir=args.golden_dir, golden_lines=args.golden_lines)
-        corrections = correction_settings_from_env(epochs=args.epochs, min_corrections=min(30, max(2, report.total_accepted)))
+        corrections = correction_settings_from_env(epochs=args.epochs, golden_tolerance=args.golden_tolerance,
+                                                  min_corrections=min(30, max(2, report.total_accepted)))
         gate = train_challenger(storage, None, corrections, monitoring, device="cpu", log=log)
         times["loop (import, fine-tune, gate)"] = time.perf_counter() - t
 

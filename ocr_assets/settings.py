@@ -224,6 +224,8 @@ class CorrectionSettings:
     batch_size: int = setting(8, "lines per optimiser step")
     seed: int = setting(0, "random seed (held-out sample, training order)")
     min_gain: float = setting(0.0, "CER_norm the challenger must win by on the golden set plus held-out corrections")
+    golden_tolerance: float | None = setting(None, "when set, also refuse a challenger whose golden-set CER_norm is worse "
+                                                   "than the champion's by more than this (no forgetting of other books)")
 
     def __post_init__(self) -> None:
         if self.min_corrections < 2:

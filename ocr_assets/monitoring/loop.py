@@ -40,7 +40,7 @@ def train_challenger(storage: Storage, registry_uri: str | None, corrections: Co
     """Fine-tune, gate, maybe promote. The champion and the corpus change only when the challenger wins."""
     import mlflow
 
-    from ocr_assets.evaluation.gate import promote_if_better
+    from ocr_assets.evaluation.gate import Decision, promote_if_better
     from ocr_assets.models.backends import backend_for
     from ocr_assets.models.resolve import resolve_model
     from ocr_assets.monitoring.corrections import corrections_table, training_state, url
@@ -90,10 +90,18 @@ def train_challenger(storage: Storage, registry_uri: str | None, corrections: Co
                                "learning_rate": settings.learning_rate or "backend default"})
             mlflow.log_metrics(scores)
             version = registry.register(merged, {"cer_norm": scores["challenger_cer_norm"]})
-            decision = promote_if_better(registry, version, scores["challenger_cer_norm"],
-                                         scores["champion_cer_norm"] if champion_version else None,
-                                         scores["champion_cer_norm"], corrections.min_gain,
-                                         scored_champion=champion_version)
+            forgets = (corrections.golden_tolerance is not None and scores["challenger_golden_cer_norm"]
+                       - scores["champion_golden_cer_norm"] > corrections.golden_tolerance)
+            if forgets:
+                decision = Decision(False, f"challenger golden-set CER_norm {scores['challenger_golden_cer_norm']:.4f} is "
+                                           f"worse than the champion's {scores['champion_golden_cer_norm']:.4f} by more "
+                                           f"than {corrections.golden_tolerance} (golden_tolerance)", version,
+                                    champion_version)
+            else:
+                decision = promote_if_better(registry, version, scores["challenger_cer_norm"],
+                                             scores["champion_cer_norm"] if champion_version else None,
+                                             scores["champion_cer_norm"], corrections.min_gain,
+                                             scored_champion=champion_version)
             mlflow.set_tags({"promoted": str(decision.promoted), "gate": decision.reason})
     log(f"gate: {decision.reason}")
     state = training_state(storage)
