@@ -113,6 +113,17 @@ def test_degraded_scans_fail_the_drift_check_and_the_sensor_responds(env):
         (cer_check,) = [c for c in run.get_asset_check_evaluations() if c.check_name == "champion_reevaluation_check"]
         assert cer_check.passed
 
+        # With corrections waiting, the next failed drift check also asks for a challenger fine-tune.
+        from ocr_assets.monitoring.corrections import import_files, line_id
+        from ocr_assets.storage import Storage
+        from ocr_assets_tests.monitoring_kit import truth_of
+
+        fix = {"line_id": line_id(degraded[0], 1, 1), "text": truth_of(root, degraded[0])[0]}
+        assert import_files(Storage.from_env(), [("fix.jsonl", json.dumps(fix, ensure_ascii=False).encode())]).accepted == 1
+        assert not _signals_and_drift(defs, instance, degraded)[0].passed
+        again = _drift_tick(defs, instance, tick.cursor)
+        assert [r.job_name for r in again.run_requests] == ["drift_response_job", "challenger_job"]
+
 
 def test_a_failed_run_reaches_the_alert_webhook(env):
     """The run-failure sensor sends a failed run to the configured webhook (a real server on 127.0.0.1)."""
