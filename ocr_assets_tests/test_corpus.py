@@ -91,7 +91,10 @@ def test_inbox_to_corpus(inbox, tmp_path):
 
         # The corpus follows by declarative automation once every scan is OCR'd.
         auto = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
-        assert auto.total_requested == 1
+        assert auto.get_num_requested(dg.AssetKey("ocr_corpus")) == 1
+        # ... and the drift signals follow every OCR'd scan partition (issue 13), nothing else is requested.
+        assert auto.get_requested_partitions(dg.AssetKey("scan_drift_signals")) == set(keys)
+        assert auto.total_requested == 1 + len(keys)
         assert dg.materialize([defs.get_assets_def("ocr_corpus")], instance=instance,
                               resources={"storage": StorageResource()}, selection=["ocr_corpus"]).success
 
@@ -270,7 +273,8 @@ def test_a_scan_gone_at_run_time_is_retried_when_back_and_never_freezes_the_corp
         # A partition whose OCR never ran (a failed GPU run, say) does not stop the corpus from following.
         instance.add_dynamic_partitions("scans", ["0123456789abcdef"])
         follow = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=auto.cursor)
-        assert follow.total_requested == 1
+        assert follow.get_num_requested(dg.AssetKey("ocr_corpus")) == 1
+        assert "0123456789abcdef" not in follow.get_requested_partitions(dg.AssetKey("scan_drift_signals"))
 
 
 @pytest.mark.timeout(600)

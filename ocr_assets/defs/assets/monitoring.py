@@ -20,6 +20,8 @@ AFTER_UPSTREAM = (
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 ).with_label("after new OCR'd scans")
+# A scan partition is measured once its own OCR exists: a partition whose OCR never ran (a failed run) waits.
+AFTER_OWN_OCR = (AFTER_UPSTREAM & ~dg.AutomationCondition.any_deps_missing()).with_label("after this scan's OCR")
 
 
 def _settings():
@@ -43,7 +45,7 @@ def _alert(context, kind: str, message: str, details: dict) -> None:
 
 
 @dg.asset(group_name=GROUP, partitions_def=scan_partitions, deps=[ocr_pages], kinds={"numpy"},
-          automation_condition=AFTER_UPSTREAM, backfill_policy=batch_policy)
+          automation_condition=AFTER_OWN_OCR, backfill_policy=batch_policy)
 def scan_drift_signals(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Per page of each scan: image statistics (resolution, brightness, contrast, ink share, skew, sharpness, noise,
     line height) and reading statistics (line confidence mean / low tail, empty or quarantined pages, characters
