@@ -130,7 +130,8 @@ def _recognizer(args):
     from ocr_assets.models.resolve import load_recognizer, resolve_model
 
     resolved = resolve_model(args.model, _registry_uri())
-    recognizer = load_recognizer(resolved.path, device=args.device, trust_remote_code=args.trust_remote_code)
+    recognizer = load_recognizer(resolved.path, device=args.device, trust_remote_code=args.trust_remote_code,
+                                 keep_ligatures=getattr(args, "keep_ligatures", False))
     _note(f"model: {resolved.source}")
     return recognizer, resolved.source
 
@@ -356,10 +357,12 @@ def _trust_option(p: argparse.ArgumentParser) -> None:
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    """--model, --device and --trust-remote-code, the same for every verb that reads with a model."""
+    """--model, --device, --trust-remote-code and --keep-ligatures, the same for every verb that reads with a model."""
     p.add_argument("--model", default=None, help=MODEL_HELP)
     _device_option(p)
     _trust_option(p)
+    p.add_argument("--keep-ligatures", action="store_true", help="write honorific ligatures as their Unicode "
+                   "character (ﷺ) instead of the expansion the model's book uses (conventions.json)")
 
 
 def build_parser() -> argparse.ArgumentParser:

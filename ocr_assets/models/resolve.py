@@ -70,11 +70,15 @@ def resolve_model_dir(spec: str | Path | None, registry_uri: str | None = None) 
 
 
 def load_recognizer(spec: str | Path | None = None, device: str = "auto", *, registry_uri: str | None = None,
-                    trust_remote_code: bool = False) -> Recognizer:
-    """A recognizer of the right backend; a backend that runs shipped code needs trust_remote_code=True."""
+                    trust_remote_code: bool = False, keep_ligatures: bool = False) -> Recognizer:
+    """A recognizer of the right backend; a backend that runs shipped code needs trust_remote_code=True.
+
+    A model fine-tuned on a book writes that book's expansions for honorific ligatures (conventions.json);
+    keep_ligatures=True keeps the Unicode ligatures (ﷺ) instead."""
     from ocr_assets.models.backends import backend_for, check_remote_code
+    from ocr_assets.models.conventions import Conventions, with_conventions
 
     model_dir = resolve_model_dir(spec, registry_uri)
     backend = backend_for(model_dir)
     check_remote_code(backend, model_dir, trust_remote_code)
-    return backend.load(model_dir, device=device)
+    return with_conventions(backend.load(model_dir, device=device), Conventions.load(model_dir, keep_ligatures))

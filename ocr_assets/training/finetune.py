@@ -59,20 +59,58 @@ def lora_finetune(base_dir: Path, train: pa.Table, val: pa.Table | None, setting
     train_samples = samples_of(train)
     if not train_samples:
         raise SourceError("no training lines: the train split is empty; give a folder or split with line pairs")
-    report = backend.finetune(base_dir, train_samples, samples_of(val) or None, settings, adapter_dir, on_epoch)
+    val_samples = samples_of(val)
+    conventions = None
+    if settings.conventions:
+        conventions = learn_book_conventions(backend, base_dir, train_samples)
+        train_samples = [(image, conventions.fold(text)) for image, text in train_samples]
+        val_samples = [(image, conventions.fold(text)) for image, text in val_samples]
+    report = backend.finetune(base_dir, train_samples, val_samples or None, settings, adapter_dir, on_epoch)
+    if conventions:
+        conventions.save(adapter_dir)
+        report.extra["conventions"] = conventions.as_dict()
     record = {"settings": asdict(settings), "backend": backend.name, **report.extra, "history": report.history}
     (adapter_dir / TRAINING_FILE).write_text(json.dumps(record, ensure_ascii=False, indent=1, default=str),
                                              encoding="utf-8")
     return report
 
 
+def learn_book_conventions(backend, base_dir: Path, train: list[tuple[bytes, str]]):
+    """The book's conventions (ocr_assets.models.conventions) from its training lines: the base model reads the
+    lines that spell out an honorific, and a ligature is learned where it missed the spelled letters; the base
+    model's own conventions carry over."""
+    import io
+
+    from PIL import Image
+
+    from ocr_assets.models import conventions as conv
+
+    inherited = conv.Conventions.load(base_dir)
+    texts = [text for _, text in train]
+    wanted = conv.lines_to_read(texts)
+    readings = {}
+    if wanted:
+        recognizer = backend.load(base_dir, device="cpu")
+        images = [Image.open(io.BytesIO(train[i][0])) for i in wanted]
+        readings = {i: r.text for i, r in zip(wanted, recognizer.recognize(images))}
+    return inherited.merged_with(conv.learn(texts, readings))
+
+
 def merge_adapters(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str = "float16", *,
                    trust_remote_code: bool = False) -> Path:
-    """Fold the adapters into the base weights: a plain model directory usable as `--model`."""
+    """Fold the adapters into the base weights: a plain model directory usable as `--model`; the book's
+    conventions learned with the adapters (else the base model's) go with it."""
+    from ocr_assets.models.conventions import FILE
+
     base_dir = Path(base_dir)
     backend = backend_for(base_dir)
     check_remote_code(backend, base_dir, trust_remote_code)
-    return backend.merge(base_dir, Path(adapter_dir), Path(out_dir), dtype)
+    out = backend.merge(base_dir, Path(adapter_dir), Path(out_dir), dtype)
+    for source in (Path(adapter_dir) / FILE, base_dir / FILE):
+        if source.is_file():
+            shutil.copyfile(source, Path(out) / FILE)
+            break
+    return out
 
 
 def split_for_validation(pairs: pa.Table, fraction: float, seed: int) -> tuple[pa.Table, pa.Table | None]:

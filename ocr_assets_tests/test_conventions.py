@@ -1,0 +1,95 @@
+"""Book conventions (ocr_assets.models.conventions): honorific ligatures learned from a book's lines, folded into
+the training targets and written back as the book's own expansion on output."""
+
+import json
+
+import pytest
+
+from ocr_assets.errors import ModelError
+from ocr_assets.models.conventions import (FILE, Conventions, learn, lines_to_read, occurrences,
+                                           with_conventions)
+
+SAW = "\ufdfa"  # ﷺ
+SAW_LONG = "صلى الله عليه وآله وسلم"
+RADI = "\ufd41"  # رضي الله عنه
+
+
+def test_occurrences_find_each_surface_form_once_longest_first():
+    texts = ["قال رسول الله صلى الله عليه وسلم ذلك", "عن ابن عمر رضي الله عنهما قال", "قال صلعم",
+             "عن أبي هريرة رضي الله عنه", "رسول الله صلي الله عليه و سلم", "لا شيء هنا"]
+    found = occurrences(texts)
+    assert [form for _, form in found[SAW]] == ["صلى الله عليه وسلم", "صلعم", "صلي الله عليه و سلم"]
+    assert [i for i, _ in found[SAW]] == [0, 2, 4]
+    # «رضي الله عنهما» is the dual ligature, never also counted as «رضي الله عنه» (the shorter phrase).
+    assert [i for i, _ in found["\ufd44"]] == [1] and [i for i, _ in found[RADI]] == [3]
+    assert lines_to_read(texts) == [0, 1, 2, 3, 4]
+
+
+def test_learn_takes_a_glyph_where_the_base_reading_misses_the_letters():
+    texts = [f"قال رسول الله {SAW_LONG} ذلك", f"وقال {SAW_LONG}", "عن أبي هريرة رضي الله عنه قال",
+             "وعن عمر رضي الله عنه"]
+    # The base model read the first two as «صلم» (a glyph it cannot spell), the others letter for letter.
+    readings = {0: "قال رسول الله صلم ذلك", 1: "وقال صلم", 2: texts[2], 3: texts[3]}
+    conv = learn(texts, readings)
+    assert conv.expansions == {SAW: SAW_LONG}  # رضي الله عنه is printed in letters here: nothing to learn
+    assert conv.evidence[SAW] == {"glyph": 2} and conv.evidence[RADI] == {"letters": 2}
+    assert conv.forms[SAW] == {SAW_LONG: 2}
+    # Ground truth alone (no readings) trusts that every spelled-out honorific stands for a glyph.
+    assert set(learn(texts).expansions) == {SAW, RADI}
+
+
+def test_the_most_common_form_is_the_expansion_and_fold_takes_every_form():
+    texts = [f"قال {SAW_LONG}", f"قال {SAW_LONG}", "قال صلى الله عليه وسلم"]
+    conv = learn(texts, {0: "قال", 1: "قال", 2: "قال"})
+    assert conv.expansions[SAW] == SAW_LONG and conv.forms[SAW] == {SAW_LONG: 2, "صلى الله عليه وسلم": 1}
+    assert conv.fold("قال صلى الله عليه وسلم وقال صلعم") == f"قال {SAW} وقال {SAW}"
+    # Only learned ligatures are folded; a word that merely starts like one is left alone.
+    assert conv.fold("رضي الله عنه") == "رضي الله عنه"
+    assert Conventions({RADI: "رضي الله عنه"}).fold("رضي الله عنهما") == "رضي الله عنهما"
+
+
+def test_apply_writes_the_expansion_and_spreads_confidences_and_positions():
+    conv = Conventions({SAW: "صلعم"})
+    text, confs, poss = conv.apply(f"قال {SAW}", [0.9, 0.8, 0.7, 0.6, 0.5], [1.0, 2.0, 3.0, 4.0, 5.0])
+    assert text == "قال صلعم"
+    assert confs == [0.9, 0.8, 0.7, 0.6, 0.5, 0.5, 0.5, 0.5] and poss == [1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0]
+    kept = Conventions({SAW: "صلعم"}, keep_ligatures=True).apply(f"قال {SAW}", [0.9] * 5)
+    assert kept[0] == f"قال {SAW}" and kept[1] == [0.9] * 5
+
+
+def test_save_load_merge_and_a_corrupt_file(tmp_path):
+    assert Conventions().save(tmp_path) is None and not (tmp_path / FILE).exists()  # nothing learned: no file
+    Conventions({SAW: SAW_LONG}, {SAW: {SAW_LONG: 3}}, {SAW: {"glyph": 3}}).save(tmp_path)
+    data = json.loads((tmp_path / FILE).read_text(encoding="utf-8"))
+    assert data["expansions"] == {SAW: SAW_LONG} and data["names"][SAW] == "sallallahu alayhi wa-sallam"
+    loaded = Conventions.load(tmp_path)
+    assert loaded.expansions == {SAW: SAW_LONG} and not loaded.keep_ligatures
+    assert Conventions.load(tmp_path, keep_ligatures=True).keep_ligatures
+    newer = loaded.merged_with(Conventions({SAW: "صلعم", RADI: "رضي الله عنه"}))
+    assert newer.expansions == {SAW: "صلعم", RADI: "رضي الله عنه"}  # the newer fine-tune wins
+    (tmp_path / FILE).write_text('{"expansions": ', encoding="utf-8")  # cut short
+    with pytest.raises(ModelError, match="not a valid conventions file"):
+        Conventions.load(tmp_path)
+
+
+def test_a_real_recognizer_wrapped_with_conventions_writes_the_expansion(tmp_path):
+    """The shipped model reads a line; a convention for a character it emits is applied to its real output."""
+    from ocr_assets.models.resolve import load_recognizer
+    from ocr_assets_tests.test_images import render_line
+
+    plain = load_recognizer(None, device="cpu")
+    line = render_line("قال أبو عثمان")
+    read = plain.recognize([line])[0]
+    assert read.text.replace(" ", "") == "قالأبوعثمان"
+    # A model directory whose conventions expand «ع» (a stand-in ligature the shipped model does emit).
+    model = plain.save(tmp_path / "m")
+    (model / FILE).write_text(json.dumps({"expansions": {"ع": "<ayn>"}}), encoding="utf-8")
+    booked = load_recognizer(model, device="cpu")
+    out = booked.recognize([line])[0]
+    assert out.text == read.text.replace("ع", "<ayn>")
+    assert len(out.char_confidences) == len(out.text)
+    assert load_recognizer(model, device="cpu", keep_ligatures=True).recognize([line])[0].text == read.text
+    # Saving the wrapped recognizer keeps the conventions with the weights.
+    again = booked.save(tmp_path / "again")
+    assert Conventions.load(again).expansions == {"ع": "<ayn>"}
+    assert with_conventions(plain, Conventions()) is plain
