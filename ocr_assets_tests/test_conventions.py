@@ -93,3 +93,66 @@ def test_a_real_recognizer_wrapped_with_conventions_writes_the_expansion(tmp_pat
     again = booked.save(tmp_path / "again")
     assert Conventions.load(again).expansions == {"ع": "<ayn>"}
     assert with_conventions(plain, Conventions()) is plain
+
+
+@pytest.fixture(scope="module")
+def glyph_book(tmp_path_factory):
+    """A book whose print sets ﷺ as one glyph (Amiri) and whose transcription writes «صلى الله عليه وآله وسلم»."""
+    import random
+
+    from ocr_assets.synth.text import LineSampler
+    from ocr_assets.text import strip_tashkeel
+    from ocr_assets_tests.test_images import render_line, write_pair
+
+    root = tmp_path_factory.mktemp("glyph_book")
+    rng, sampler = random.Random(0), LineSampler()
+    for i in range(50):
+        words = [strip_tashkeel(w) for w in sampler._words(rng)[:6]]
+        k = rng.randrange(1, len(words))
+        printed = " ".join(words[:k] + ["رسول الله", SAW] + words[k:])
+        truth = " ".join(words[:k] + ["رسول الله", SAW_LONG] + words[k:])
+        write_pair(root / ("train" if i < 40 else "test"), f"l{i:03d}", truth, render_line(printed, size=30))
+    return root
+
+
+def test_finetune_learns_the_books_expansion_of_a_glyph_and_writes_it_back(glyph_book, tmp_path, monkeypatch):
+    """Through the CLI: the shipped model reads the glyph as a few letters; fine-tuned with conventions it writes
+    the book's 23-letter expansion where the print has one glyph, and --keep-ligatures gives ﷺ instead."""
+    from ocr_assets_tests.test_cli import cli
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("OCR_ASSETS_DATA_ROOT", str(home / "var"))  # no registry: the shipped model is the base
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+
+    def score(model=None, gt=glyph_book / "test") -> float:
+        done = cli("evaluate", gt, *(["--model", model] if model else []), "--device", "cpu", cwd=home)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout)["cer_norm"]
+
+    def finetune(out, *flags):
+        done = cli("finetune", glyph_book / "train", "--out", out, "--epochs", 8, "--batch-size", 4,
+                   "--device", "cpu", *flags, cwd=home)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    before = score()
+    summary = finetune(tmp_path / "m")
+    assert summary["conventions"] == {SAW: SAW_LONG}
+    learned = Conventions.load(tmp_path / "m")  # merged model directory
+    assert learned.expansions == {SAW: SAW_LONG} and learned.evidence[SAW]["glyph"] >= 30
+    assert (tmp_path / "m.adapters" / FILE).is_file()
+    after = score(tmp_path / "m")
+    # Measured (2026-12-03, 2-core CPU): shipped 0.28-0.29 (the glyph read as «صلم»), after 0.025; bounds ~2x.
+    assert before > 0.2 and after < 0.06, (before, after)
+    kept = tmp_path / "kept.jsonl"
+    done = cli("recognize", glyph_book / "test", "--out", kept, "--model", tmp_path / "m", "--device", "cpu",
+               "--keep-ligatures", cwd=home)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in kept.read_text(encoding="utf-8").splitlines()]
+    assert sum(SAW in r["text"] and SAW_LONG not in r["text"] for r in rows) >= 8  # of 10 lines
+    # Without conventions the same fine-tune cannot spell the expansion from the glyph.
+    plain = finetune(tmp_path / "plain", "--no-conventions")
+    assert plain["conventions"] == {} and not (tmp_path / "plain" / FILE).exists()
+    assert score(tmp_path / "plain") > 2 * after

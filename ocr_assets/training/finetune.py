@@ -175,6 +175,7 @@ def finetune_gt_dir(gt_dir: Path, out_dir: Path, base: str | None = None, settin
         "quarantined": quarantine.num_rows,
         "epochs": report.extra.get("epochs"),
         "best_val_cer": report.extra.get("best_val_cer"),
+        "conventions": report.extra.get("conventions", {}).get("expansions", {}),
         "seconds": round(time.perf_counter() - start, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
