@@ -20,6 +20,7 @@ import typing
 from pathlib import Path
 
 from ocr_assets.errors import OcrAssetsError, UsageError
+from ocr_assets.models.compact.runtime import RUNTIMES
 
 MODEL_HELP = ("model directory, models:/NAME@ALIAS from the MLflow registry, or omitted: the registry's champion "
               "when there is one, else the shipped default")
@@ -127,11 +128,13 @@ def _registry_uri() -> str | None:
 
 def _recognizer(args):
     """The recognizer for --model (explicit > champion > shipped); which one is said on stderr."""
+    from ocr_assets.models.compact.runtime import using
     from ocr_assets.models.resolve import load_recognizer, resolve_model
 
     resolved = resolve_model(args.model, _registry_uri())
-    recognizer = load_recognizer(resolved.path, device=args.device, trust_remote_code=args.trust_remote_code,
-                                 keep_ligatures=getattr(args, "keep_ligatures", False))
+    with using(getattr(args, "runtime", None)):
+        recognizer = load_recognizer(resolved.path, device=args.device, trust_remote_code=args.trust_remote_code,
+                                     keep_ligatures=getattr(args, "keep_ligatures", False))
     _note(f"model: {resolved.source}")
     return recognizer, resolved.source
 
@@ -357,12 +360,16 @@ def _trust_option(p: argparse.ArgumentParser) -> None:
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    """--model, --device, --trust-remote-code and --keep-ligatures, the same for every verb that reads with a model."""
+    """--model, --device, --trust-remote-code, --keep-ligatures and --runtime, the same for every verb that reads with
+    a model."""
     p.add_argument("--model", default=None, help=MODEL_HELP)
     _device_option(p)
     _trust_option(p)
     p.add_argument("--keep-ligatures", action="store_true", help="write honorific ligatures as their Unicode "
                    "character (ﷺ) instead of the expansion the model's book uses (conventions.json)")
+    p.add_argument("--runtime", default=None, choices=RUNTIMES, help="engine for a compact model: auto (default, "
+                   "or $OCR_ASSETS_RUNTIME) = ONNX Runtime int8 on a CPU (graph exported once, cached by weights hash "
+                   "under $OCR_ASSETS_CACHE_DIR or ~/.cache/ocr_assets), torch on CUDA")
 
 
 def build_parser() -> argparse.ArgumentParser:

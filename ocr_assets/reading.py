@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -12,7 +14,6 @@ from PIL import Image
 
 from ocr_assets.data.gt_folder import IMAGE_EXTENSIONS
 from ocr_assets.models.base import Recognizer
-
 
 
 def find_images(root: Path) -> list[Path]:
@@ -53,36 +54,42 @@ class Progress:
     seconds: float
 
 
+def _open_or_error(path: Path) -> tuple[Path, Image.Image | None, str | None]:
+    try:
+        return path, _open(path), None
+    except Exception as exc:  # judged per image: report and go on
+        return path, None, str(exc) or type(exc).__name__
+
+
 def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int = 64, chunk_size: int = 1024,
                   on_progress: Callable[[Progress], None] | None = None) -> Iterator[dict]:
     """One row per image found recursively; an unreadable image gives a row with `error`, not a crash.
 
-    Images are read `chunk_size` at a time so the recognizer can group similar widths into its batches.
+    Images are read `chunk_size` at a time so the recognizer can group similar widths into its batches; threads
+    decode the next chunk (one per core; Pillow releases the GIL) while the recognizer reads the current one.
     """
     paths = find_images(root)
     start = time.perf_counter()
-    for offset in range(0, len(paths), chunk_size):
-        chunk = paths[offset : offset + chunk_size]
-        opened: list[tuple[Path, Image.Image | None, str | None]] = []
-        for path in chunk:
-            try:
-                opened.append((path, _open(path), None))
-            except Exception as exc:  # judged per image: report and go on
-                opened.append((path, None, str(exc) or type(exc).__name__))
-        good = [im for _, im, _ in opened if im is not None]
-        results = iter(_recognize_safely(recognizer, good, batch_size))
-        for path, im, err in opened:
-            row = {"image": path.relative_to(root).as_posix()}
-            if im is None:
-                row.update(text="", confidence=0.0, error=err)
-            else:
-                r = next(results)
-                row.update(text=r.text, confidence=round(float(r.confidence), 4))
-                if r.error:
-                    row["error"] = r.error
-            yield row
-        if on_progress:
-            on_progress(Progress(min(offset + chunk_size, len(paths)), len(paths), time.perf_counter() - start))
+    chunks = [paths[offset : offset + chunk_size] for offset in range(0, len(paths), chunk_size)]
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        pending = pool.map(_open_or_error, chunks[0]) if chunks else iter(())
+        for k, chunk in enumerate(chunks):
+            opened = list(pending)
+            pending = pool.map(_open_or_error, chunks[k + 1]) if k + 1 < len(chunks) else iter(())
+            good = [im for _, im, _ in opened if im is not None]
+            results = iter(_recognize_safely(recognizer, good, batch_size))
+            for path, im, err in opened:
+                row = {"image": path.relative_to(root).as_posix()}
+                if im is None:
+                    row.update(text="", confidence=0.0, error=err)
+                else:
+                    r = next(results)
+                    row.update(text=r.text, confidence=round(float(r.confidence), 4))
+                    if r.error:
+                        row["error"] = r.error
+                yield row
+            if on_progress:
+                on_progress(Progress(min((k + 1) * chunk_size, len(paths)), len(paths), time.perf_counter() - start))
 
 
 def images_from_png_bytes(blobs: list[bytes]) -> list[Image.Image]:

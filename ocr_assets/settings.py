@@ -175,6 +175,27 @@ def shared_data_dir() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
+# --- inference engine and its cache (issue 14) ----------------------------------------------------------------
+
+ENV_RUNTIME = "OCR_ASSETS_RUNTIME"  # auto | onnx | onnx-int8 | onnx-fp32 | torch (ocr_assets.models.compact.runtime)
+ENV_CACHE_DIR = "OCR_ASSETS_CACHE_DIR"  # exported ONNX graphs, keyed by the model's weights hash
+
+
+def runtime_from_env(env: dict | None = None) -> str:
+    """$OCR_ASSETS_RUNTIME, else auto (the fastest engine equal in accuracy)."""
+    env = os.environ if env is None else env
+    return env.get(ENV_RUNTIME, "").strip() or "auto"
+
+
+def cache_dir(env: dict | None = None) -> Path:
+    """$OCR_ASSETS_CACHE_DIR, else $XDG_CACHE_HOME/ocr_assets, else ~/.cache/ocr_assets."""
+    env = os.environ if env is None else env
+    if env.get(ENV_CACHE_DIR):
+        return Path(env[ENV_CACHE_DIR]).expanduser()
+    base = Path(env["XDG_CACHE_HOME"]).expanduser() if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "ocr_assets"
+
+
 # --- monitoring and the correction loop (issue 13) -----------------------------------------------------------
 
 ENV_MONITORING = "OCR_ASSETS_MONITORING"  # JSON overrides of MonitoringSettings, e.g. {"window_pages": 40}

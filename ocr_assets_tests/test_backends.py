@@ -14,7 +14,6 @@ from PIL import Image
 
 from ocr_assets.errors import ModelError, RemoteCodeNotAllowedError
 from ocr_assets.models.backends import BACKENDS, TrainReport, backend_for
-from ocr_assets.models.compact import CompactRecognizer
 from ocr_assets.models.compact.backend import CompactBackend
 from ocr_assets.models.deepseek.backend import Ocr1UnslothBackend, Ocr2Backend
 from ocr_assets.models.resolve import load_recognizer
@@ -134,7 +133,7 @@ def test_compact_finetune_and_merge_through_the_training_flow(tmp_path):
 
     merged = merge_adapters(base, tmp_path / "adapters", tmp_path / "merged")
     recognizer = load_recognizer(merged, device="cpu")
-    assert isinstance(recognizer, CompactRecognizer) and recognizer.codec.alphabet[-1] == "z"
+    assert recognizer.backend == "compact" and recognizer.codec.alphabet[-1] == "z"  # torch or ONNX reader
     out = recognizer.recognize([train.column("image")[0].as_py()])
     assert out[0].error is None and 0.0 <= out[0].confidence <= 1.0
 

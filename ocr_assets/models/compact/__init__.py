@@ -1,16 +1,25 @@
-"""The compact CTC line recognizer: the platform's embedded default model (docs/ARCHITECTURE.md, "The compact recognizer")."""
+"""The compact CTC line recognizer: the platform's embedded default model (docs/ARCHITECTURE.md, "The compact recognizer").
 
-from ocr_assets.models.compact.codec import Codec, CodecStats, default_alphabet
-from ocr_assets.models.compact.config import CompactOCRConfig
-from ocr_assets.models.compact.modeling import CompactOCRModel
-from ocr_assets.models.compact.recognizer import CompactRecognizer, prepare_line
+Names are imported on first use, so the lean ONNX reader (`onnx_reader`, `lines`) never pulls in torch or
+transformers through this package.
+"""
 
-__all__ = [
-    "Codec",
-    "CodecStats",
-    "CompactOCRConfig",
-    "CompactOCRModel",
-    "CompactRecognizer",
-    "default_alphabet",
-    "prepare_line",
-]
+import importlib
+
+_WHERE = {
+    "Codec": "codec",
+    "CodecStats": "codec",
+    "default_alphabet": "codec",
+    "CompactOCRConfig": "config",
+    "CompactOCRModel": "modeling",
+    "CompactRecognizer": "recognizer",
+    "prepare_line": "lines",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

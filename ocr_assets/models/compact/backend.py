@@ -17,7 +17,16 @@ class CompactBackend(Backend):
     remote_code = False
     default_learning_rate = 2e-3
 
-    def load(self, model_dir: Path, device: str = "auto"):
+    def load(self, model_dir: Path, device: str = "auto", runtime: str | None = None):
+        """ONNX Runtime on a CPU (the graph exported and cached on first use), torch otherwise; `runtime`
+        (auto, onnx, onnx-int8, onnx-fp32, torch; None: see ocr_assets.models.compact.runtime) overrides."""
+        from ocr_assets.models.compact.runtime import choose
+
+        engine, precision = choose(runtime, device)
+        if engine == "onnx":
+            from ocr_assets.models.compact.onnx_reader import OnnxRecognizer
+
+            return OnnxRecognizer.load(model_dir, precision=precision)
         from ocr_assets.models.compact.recognizer import CompactRecognizer
 
         return CompactRecognizer.load(model_dir, device=device)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-from ocr_assets.models.compact.config import BLANK_ID, SPECIAL_LABELS, UNK_ID, CompactOCRConfig
+from ocr_assets.models.compact.labels import BLANK_ID, SPECIAL_LABELS, UNK_ID
 from ocr_assets.text import normalize
+
+if TYPE_CHECKING:  # the codec itself needs no transformers (the ONNX reader imports it)
+    from ocr_assets.models.compact.config import CompactOCRConfig
 
 # What <unk> decodes to: visible in output and counted as one error by CER, like the character it stands for.
 UNK_TEXT = "\ufffd"

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-# Label ids fixed for every checkpoint: CTC blank first, then the catch-all for characters outside the alphabet.
-BLANK_ID = 0
-UNK_ID = 1
-SPECIAL_LABELS = ("<blank>", "<unk>")
+from ocr_assets.models.compact.labels import BLANK_ID, SPECIAL_LABELS, UNK_ID  # noqa: F401 (re-exported)
 
 
 class CompactOCRConfig(PretrainedConfig):

@@ -7,7 +7,6 @@ height keeping the aspect ratio, inverted to ink = 255 on background 0 and contr
 from __future__ import annotations
 
 import copy
-import io
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -18,58 +17,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ocr_assets.data.images import to_gray  # the one grayscale converter
+from ocr_assets.data.images import to_gray  # noqa: F401 (the one grayscale converter; re-exported for train.py)
 from ocr_assets.models.base import ModelError, ModelNotFoundError, Recognition, Recognizer, resolve_device
 from ocr_assets.models.compact.codec import Codec
 from ocr_assets.models.compact.config import BLANK_ID, CompactOCRConfig
+from ocr_assets.models.compact.lines import MAX_WIDTH_PER_HEIGHT, open_image, prepare_line  # noqa: F401 (re-exported)
 from ocr_assets.models.compact.modeling import LORA_TARGETS, CompactOCRModel
 
 CPU_PRECISIONS = ("auto", "fp32", "bf16", "int8")
-MAX_WIDTH_PER_HEIGHT = 100  # a line 100x longer than tall is squeezed to that, so one bad crop cannot eat memory
-
-
-def open_image(source: Image.Image | bytes | str | Path) -> Image.Image:
-    """A loaded PIL image from an image, encoded bytes or a path (decoding errors raise here, not later)."""
-    if isinstance(source, Image.Image):
-        image = source
-    elif isinstance(source, (bytes, bytearray, memoryview)):
-        image = Image.open(io.BytesIO(bytes(source)))
-    elif isinstance(source, (str, Path)):
-        image = Image.open(source)
-    else:
-        raise TypeError(f"expected a PIL image, encoded image bytes or a path; got {type(source).__name__}")
-    image.load()
-    return image
-
-
-def _ink_lut(histogram: list[int]) -> list[int]:
-    """Gray value -> ink (0 background .. 255 ink): inverted (or not, for light text on dark), contrast stretched."""
-    counts = np.asarray(histogram, dtype=np.int64)
-    ink_counts = counts[::-1]  # index = 255 - gray
-    total = int(counts.sum())
-    cdf = np.cumsum(ink_counts)
-    background = int(np.searchsorted(cdf, total / 2))
-    inverted = background <= 127
-    if not inverted:  # light text on a dark ground: the gray value itself is the ink
-        cdf = np.cumsum(counts)
-        background = int(np.searchsorted(cdf, total / 2))
-    ink = int(np.searchsorted(cdf, 0.995 * total))
-    values = 255 - np.arange(256) if inverted else np.arange(256)
-    if ink - background > 25:  # stretch grey scans so background -> 0 and ink -> 255 (binary scans stay as they are)
-        values = np.clip((values - background) * 255.0 / (ink - background), 0, 255)
-    return np.rint(values).astype(np.uint8).tolist()
-
-
-def prepare_line(source: Image.Image | bytes | str | Path, height: int) -> np.ndarray:
-    """(height, width) uint8 array, ink = 255 on background 0, aspect ratio kept (the model scales it to 0..1)."""
-    image = to_gray(open_image(source))
-    w, h = image.size
-    if w < 1 or h < 1:
-        raise ValueError(f"image is {w}x{h} pixels; a line image needs at least 1x1")
-    new_w = min(max(1, round(w * height / h)), height * MAX_WIDTH_PER_HEIGHT)
-    # BILINEAR in Pillow filters over the whole footprint when shrinking, so thin strokes are not dropped.
-    small = image.resize((new_w, height), Image.BILINEAR)
-    return np.asarray(small.point(_ink_lut(small.histogram())), dtype=np.uint8)
 
 
 def collate_lines(arrays: Sequence[np.ndarray], multiple: int = 8) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,175 @@
+"""The lean CPU reader (issue 14): the compact model's ONNX graph under ONNX Runtime reads what torch reads, for the
+shipped model and for a freshly fine-tuned and merged one; the graph is cached by weights hash and a damaged cache
+file is rebuilt with a one-line message; a cached graph reads without importing torch or transformers.
+Real models, real fonts; no timings here (speed is benchmarks/speed.py's business)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from ocr_assets import metrics
+from ocr_assets.errors import ConfigError
+from ocr_assets.models.compact.lines import decode_best, width_batches
+from ocr_assets.models.compact.onnx_reader import OnnxRecognizer, cached_onnx
+from ocr_assets.models.resolve import load_recognizer, shipped_model_dir
+from ocr_assets.synth.fonts import book_faces
+from ocr_assets_tests.test_compact_model import render_line
+
+WORDS = ("قال أبو عثمان الجاحظ في كتاب الحيوان وذكر أهل العلم بالأخبار أن الخليفة كتب إلى عامله "
+         "بالبصرة يأمره بجمع ما عندهم من الكتب حدثنا محمد بن عبد الله عن أبيه في سنة ثلاث ومائتين").split()
+BIN = Path(sys.executable).with_name("ocr-assets")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, request):
+    """One graph cache for the module (each export costs seconds), never the user's own."""
+    folder = tmp_path_factory.mktemp("onnx-cache")
+    saved = os.environ.get("OCR_ASSETS_CACHE_DIR")
+    os.environ["OCR_ASSETS_CACHE_DIR"] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop("OCR_ASSETS_CACHE_DIR", None)
+    else:
+        os.environ["OCR_ASSETS_CACHE_DIR"] = saved
+
+
+@pytest.fixture(scope="module")
+def book_lines():
+    """60 classical lines in up to three real Arabic book faces, with their texts."""
+    faces = book_faces()
+    # Amiri first when present (the face the shipped model reads best), then two other book faces.
+    fonts = (sorted(faces, key=lambda f: (not f.name.startswith("Amiri"), f.name))[:3]) or [None]
+    rng = random.Random(14)
+    out = []
+    for i in range(60):
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 9)))
+        font = fonts[i % len(fonts)]
+        out.append((render_line(text, size=34, font_path=font.path if font else None), text))
+    return out
+
+
+def read(recognizer, lines):
+    return recognizer.recognize([im for im, _ in lines], batch_size=16)
+
+
+def test_onnx_reads_what_torch_reads_with_the_shipped_model(cache, book_lines):
+    refs = [t for _, t in book_lines]
+    from ocr_assets.models.compact.recognizer import CompactRecognizer
+
+    torch_fp32 = read(CompactRecognizer.load(shipped_model_dir(), device="cpu", cpu_precision="fp32"), book_lines)
+    fp32 = read(OnnxRecognizer.load(shipped_model_dir(), precision="fp32"), book_lines)
+    int8 = read(OnnxRecognizer.load(shipped_model_dir(), precision="int8"), book_lines)
+    assert [r.text for r in fp32] == [r.text for r in torch_fp32]
+    assert max(abs(a.confidence - b.confidence) for a, b in zip(fp32, torch_fp32)) < 1e-3
+    assert all(len(r.char_positions) == len(r.text) for r in fp32)
+    base = metrics.score(refs, [r.text for r in torch_fp32])
+    quantized = metrics.score(refs, [r.text for r in int8])
+    assert base.cer_norm < 0.1, base  # the lines are readable, so the comparison means something
+    assert abs(quantized.cer_norm - base.cer_norm) <= 0.001, (quantized, base)
+
+
+def test_the_default_cpu_reader_is_onnx_and_runtime_torch_keeps_torch(cache):
+    from ocr_assets.models.compact.recognizer import CompactRecognizer
+
+    assert isinstance(load_recognizer("default", device="cpu"), OnnxRecognizer)
+    from ocr_assets.models.compact.runtime import using
+
+    with using("torch"):
+        assert isinstance(load_recognizer("default", device="cpu"), CompactRecognizer)
+    with pytest.raises(ConfigError, match="not one of"):
+        with using("tensorrt"):
+            pass
+
+
+def test_a_freshly_finetuned_and_merged_model_gets_its_own_graph(cache, book_lines, tmp_path):
+    from ocr_assets.data.images import encode_png
+    from ocr_assets.models.compact.recognizer import CompactRecognizer
+    from ocr_assets.settings import FinetuneSettings
+    from ocr_assets.training.finetune import lora_finetune, merge_adapters
+
+    pairs = book_lines[:16]
+    train = pa.table({"image": [encode_png(im) for im, _ in pairs], "text": [t for _, t in pairs]})
+    settings = FinetuneSettings(epochs=1, batch_size=8, rank=2, alpha=4, device="cpu", learning_rate=5e-3)
+    lora_finetune(shipped_model_dir(), train, None, settings, tmp_path / "adapters")
+    merged = merge_adapters(shipped_model_dir(), tmp_path / "adapters", tmp_path / "merged")
+    reader = load_recognizer(merged, device="cpu", trust_remote_code=False)
+    onnx_reader = getattr(reader, "inner", reader)
+    assert isinstance(onnx_reader, OnnxRecognizer)
+    assert onnx_reader.onnx_path != cached_onnx(shipped_model_dir(), "int8", cache)  # its own weights, its own graph
+    torch_reader = CompactRecognizer.load(merged, device="cpu", cpu_precision="fp32")
+    fp32 = OnnxRecognizer.load(merged, precision="fp32")
+    lines = book_lines[16:40]
+    assert [r.text for r in read(fp32, lines)] == [r.text for r in read(torch_reader, lines)]
+
+
+def test_a_damaged_cached_graph_is_rebuilt_with_one_line(tmp_path):
+    folder = tmp_path / "lines"
+    folder.mkdir()
+    render_line("قال أبو عثمان في كتاب الحيوان", size=34).save(folder / "a.png")
+    env = {**os.environ, "OCR_ASSETS_CACHE_DIR": str(tmp_path / "cache"), "OCR_ASSETS_DATA_ROOT": str(tmp_path / "var")}
+    env.pop("OCR_ASSETS_RUNTIME", None)
+    first = subprocess.run([str(BIN), "recognize", str(folder), "--out", str(tmp_path / "a.jsonl"), "--device", "cpu"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr
+    graph = cached_onnx(shipped_model_dir(), "int8", tmp_path / "cache")
+    assert graph.is_file()
+    graph.write_bytes(b"not a protobuf" * 100)
+    again = subprocess.run([str(BIN), "recognize", str(folder), "--out", str(tmp_path / "b.jsonl"), "--device", "cpu"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr
+    notes = [line for line in again.stderr.splitlines() if "ONNX" in line]
+    assert len(notes) == 1 and "damaged" in notes[0] and "rebuilding" in notes[0], again.stderr
+    assert "Traceback" not in again.stderr
+    rows = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows[0]["text"] == json.loads((tmp_path / "a.jsonl").read_text(encoding="utf-8"))["text"]
+    assert graph.stat().st_size > 1_000_000  # a real graph again
+
+
+def test_a_cached_graph_reads_without_torch_or_transformers(cache, tmp_path):
+    OnnxRecognizer.load(shipped_model_dir())  # cached by now or here
+    folder = tmp_path / "lines"
+    folder.mkdir()
+    render_line("حدثنا محمد بن عبد الله", size=34).save(folder / "a.png")
+    code = ("import sys; from ocr_assets.cli import main; code = main(['recognize', sys.argv[1], '--out', sys.argv[2], "
+            "'--model', 'default']); print(sorted(m for m in ('torch', 'transformers') if m in sys.modules)); "
+            "sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code, str(folder), str(tmp_path / "o.jsonl")], capture_output=True,
+                          text=True, env={**os.environ, "OCR_ASSETS_DATA_ROOT": str(tmp_path / "var")}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_width_batches_hold_every_line_once_with_little_padding():
+    rng = random.Random(0)
+    widths = [rng.randint(40, 2400) for _ in range(500)]
+    batches = width_batches(widths, 32)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    assert all(len(b) <= 32 for b in batches)
+    padded = sum(-(-max(widths[i] for i in b) // 8) * 8 * len(b) for b in batches)
+    assert padded <= 1.1 * sum(widths)
+
+
+def test_numpy_decode_matches_the_torch_decode():
+    import torch
+
+    from ocr_assets.models.compact.recognizer import greedy_decode
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 30, 12, generator=gen) * 3
+    logits[:, ::3, 0] += 6  # plenty of blanks, as in real output
+    lengths = torch.tensor([30, 17, 1, 24])
+    prob, best = logits.softmax(-1).max(-1)
+    ours = decode_best(best.numpy(), prob.numpy(), lengths.numpy())
+    theirs = greedy_decode(logits, lengths, positions=True)
+    for (a_ids, a_conf, a_line, a_pos), (b_ids, b_conf, b_line, b_pos) in zip(ours, theirs):
+        assert a_ids == b_ids and a_pos == b_pos
+        assert np.allclose(a_conf, b_conf) and abs(a_line - b_line) < 1e-6
