@@ -201,3 +201,17 @@ def test_neighbour_fragments_stay_in_the_margins(pool):
 
     assert not any(edge_ink(0.0, seed) for seed in range(6))  # margins are clean without neighbours
     assert sum(edge_ink(1.0, seed) for seed in range(6)) >= 3  # fragments of the lines above/below show
+
+
+def test_some_lines_carry_an_honorific_ligature_drawn_by_a_face_that_has_it(pool):
+    """About LIGATURE_SHARE of the lines get ﷺ / ﷻ as one glyph, labelled with the Unicode ligature."""
+    kept = fonts.select_fonts(pool)
+    plans = [synthetic.line_text(5, k, kept) for k in range(600)]
+    with_glyph = [(text, font) for text, font in plans if "\ufdfa" in text or "\ufdfb" in text]
+    assert 0.5 * synthetic.LIGATURE_SHARE * 600 <= len(with_glyph) <= 1.5 * synthetic.LIGATURE_SHARE * 600
+    assert all(font.covers(text) for text, font in with_glyph) and "\ufdf2" not in "".join(t for t, _ in plans)
+    text, font, png = synthetic.synthetic_line(5, next(k for k, (t, _) in enumerate(plans) if "\ufdfa" in t), kept)
+    assert "\ufdfa" in text and Image.open(io.BytesIO(png)).height >= 8
+    # A pool with no face that draws the glyph keeps its lines as they were.
+    plain = [f for f in kept if not f.covers("\ufdfa\ufdfb")]
+    assert not any("\ufdfa" in synthetic.line_text(5, k, plain)[0] for k in range(300))

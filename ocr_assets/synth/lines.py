@@ -306,6 +306,28 @@ def _sampler() -> LineSampler:
     return _SAMPLER[0]
 
 
+# Honorific ligatures as classical prints set them (one glyph), drawn where the font has the glyph; the label is
+# the Unicode ligature, so a model learns one label per glyph and a book's expansion is applied on output
+# (ocr_assets.models.conventions). «ﷲ» is left out: fonts draw «الله» with the same ligature, one image two labels.
+LIGATURE_SHARE = 0.08  # of lines
+_LIGATURE_PHRASES = (("رسول الله", "\ufdfa"), ("النبي", "\ufdfa"), ("الله", "\ufdfb"), ("محمد", "\ufdfa"))
+
+
+def _with_ligature(text: str, font: FontSpec, fonts: list[FontSpec], rng: random.Random) -> tuple[str, FontSpec]:
+    """`text` with an honorific ligature after a word (sometimes with its usual phrase), drawn in `font` or, when
+    that face lacks the glyph, in one of the same kind that has it (unchanged when no face has it)."""
+    phrase, glyph = _LIGATURE_PHRASES[rng.randrange(len(_LIGATURE_PHRASES))]
+    words = text.split(" ")
+    at = rng.randrange(len(words) + 1)
+    insert = [phrase, glyph] if rng.random() < 0.5 else [glyph]
+    new = " ".join(words[:at] + insert + words[at:])
+    if font.covers(new):
+        return new, font
+    covering = [f for f in fonts if f.covers(new)]
+    pool = [f for f in covering if f.kind == font.kind] or covering
+    return (new, rng.choice(pool)) if pool else (text, font)
+
+
 def _plan(seed: int, index: int, fonts: list[FontSpec], vocalised_fraction: float):
     """Text, font, neighbour texts and the rng left for drawing, for line `index` of stream `seed`."""
     rng = random.Random(f"ocr_assets.synthetic:{seed}:{index}")
@@ -322,6 +344,10 @@ def _plan(seed: int, index: int, fonts: list[FontSpec], vocalised_fraction: floa
             "add a font with Arabic punctuation and digits (e.g. fontpkg-amiri)"
         )
     neighbours = (sampler.sample(rng, vocalised), sampler.sample(rng, vocalised))
+    # Its own rng: the other lines of a stream stay what they were before ligatures were drawn.
+    lig = random.Random(f"ocr_assets.synthetic.ligature:{seed}:{index}")
+    if lig.random() < LIGATURE_SHARE:
+        text, font = _with_ligature(text, font, fonts, lig)
     return text, font, neighbours, rng
 
 
