@@ -209,8 +209,7 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_pages(args) -> int:
-    from ocr_assets.data.images import decode_line_image
-    from ocr_assets.pages.ocr import ocr_page, write_page
+    from ocr_assets.pages.ocr import ocr_page_files, write_page
     from ocr_assets.reading import find_images
 
     root = _folder(args.pages_dir, "PAGES_DIR")
@@ -222,13 +221,14 @@ def cmd_pages(args) -> int:
     recognizer, _ = _recognizer(args)
     failed = 0
     stems = [p.relative_to(root).with_suffix("") for p in paths]
-    for path in paths:
+    # Worker processes decode and segment the next pages while the recognizer reads this one's lines.
+    for path, result in ocr_page_files(recognizer, paths, workers=args.workers):
         rel = path.relative_to(root)
         # Two pages that differ only by extension keep their extension in the output names.
         stem = path.name if stems.count(rel.with_suffix("")) > 1 else path.stem
         try:
-            page = decode_line_image(path.read_bytes())
-            result = ocr_page(recognizer, page, rel.name)
+            if isinstance(result, str):
+                raise ValueError(result)
             write_page(result, Path(args.out) / rel.parent, stem)
         except Exception as exc:  # one bad page must not stop the others
             failed += 1
@@ -411,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pages_dir")
     p.add_argument("--out", required=True, help="output folder")
     _model_options(p)
+    p.add_argument("--workers", type=int, default=None, help="processes decoding and segmenting pages while the "
+                   "model reads (default: one per core; 0: all in this process)")
     p.set_defaults(func=cmd_pages)
 
     p = sub.add_parser("corpus", help="OCR the new scans of the inbox once (no Dagster daemon) and rebuild the corpus "

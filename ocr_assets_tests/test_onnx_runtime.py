@@ -173,3 +173,31 @@ def test_numpy_decode_matches_the_torch_decode():
     for (a_ids, a_conf, a_line, a_pos), (b_ids, b_conf, b_line, b_pos) in zip(ours, theirs):
         assert a_ids == b_ids and a_pos == b_pos
         assert np.allclose(a_conf, b_conf) and abs(a_line - b_line) < 1e-6
+
+
+def test_an_archive_resolution_bilevel_scan_is_segmented_small_and_read_in_worker_processes(cache, tmp_path):
+    """A 600-dpi page as a 1-bit G4 TIFF (segmented at half scale, cut at full scale) and a broken file, through
+    worker processes: results in order, the broken page reported, the big page read as well as its ground truth."""
+    from ocr_assets.pages.ocr import ocr_page_files
+    from ocr_assets.pages.segment import segment_lines
+    from ocr_assets.synth.pages import render_page
+
+    page = render_page(8, dpi=600, skew=0.0, degrade=False)
+    bilevel = page.image.point(lambda v: 255 if v >= 128 else 0).convert("1")
+    assert bilevel.width > 2000
+    big = tmp_path / "a-big.tif"
+    bilevel.save(big, compression="group4")
+    broken = tmp_path / "b-broken.tif"
+    broken.write_bytes(b"II*\x00 not really a tiff")
+    boxes = segment_lines(bilevel.convert("L"))  # at half scale
+    full = segment_lines(bilevel.convert("L"), max_width=None)
+    assert len(boxes) == len(full) == len(page.lines)
+    for small, large in zip(boxes, full):  # the same lines, to within the reduction's own rounding
+        assert max(abs(a - b) for a, b in zip((small.x0, small.y0, small.x1, small.y1),
+                                                (large.x0, large.y0, large.x1, large.y1))) <= 6, (small, large)
+    results = list(ocr_page_files(OnnxRecognizer.load(shipped_model_dir()), [big, broken], workers=2))
+    assert [p for p, _ in results] == [big, broken]
+    assert isinstance(results[1][1], str) and results[1][1]
+    read = results[0][1]
+    score = metrics.score([" ".join(line.text for line in page.lines)], [" ".join(line.text for line in read.lines)])
+    assert score.cer_norm < 0.05, score

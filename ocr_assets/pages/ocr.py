@@ -3,7 +3,12 @@ text / JSONL / PAGE / ALTO (`ocr-assets pages` and the corpus assets)."""
 
 from __future__ import annotations
 
+import os
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, Sequence
 
 from PIL import Image
 
@@ -44,8 +49,97 @@ def read_pages(recognizer: Recognizer, pages: list[tuple[str, Image.Image, list[
 
 def ocr_page(recognizer: Recognizer, page: Image.Image, name: str) -> PageResult:
     """Lines in reading order; a page with no text gives an empty result, not an error."""
-    gray = page.convert("L")
+    gray = page if page.mode == "L" else page.convert("L")
     return read_pages(recognizer, [(name, gray, segment_lines(gray))])[0]
+
+
+@dataclass
+class SegmentedPage:
+    """A page file decoded and segmented (in a worker process): its size, line boxes and full-resolution crops."""
+
+    width: int
+    height: int
+    boxes: list[LineBox]
+    crops: list[Image.Image]
+
+
+def segment_page_file(path: str) -> SegmentedPage:
+    """Decode a page file (the guarded decoder: size cap, any mode to 8-bit grey), segment it, cut its lines."""
+    from ocr_assets.data.images import decode_line_image
+
+    gray = decode_line_image(Path(path).read_bytes())
+    boxes = segment_lines(gray)
+    return SegmentedPage(gray.width, gray.height, boxes, [box.crop(gray) for box in boxes])
+
+
+def _segment_or_error(path: str) -> SegmentedPage | str:
+    try:
+        return segment_page_file(path)
+    except Exception as exc:  # noqa: BLE001 - one bad page must not stop the others
+        return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def ocr_page_files(recognizer: Recognizer, paths: Sequence[Path], workers: int | None = None,
+                   pages_per_read: int = 4, batch_size: int = 64) -> Iterator[tuple[Path, PageResult | str]]:
+    """(path, result or error message) per page file, in order. Worker processes (one per core by default; 0: in
+    this process) decode and segment the next pages while the recognizer reads the lines of the previous ones,
+    `pages_per_read` pages per recognizer call so batches fill with lines of similar widths."""
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers <= 0 or len(paths) == 1:
+        segmented: Iterator = (_segment_or_error(str(p)) for p in paths)
+        yield from _read_segmented(recognizer, paths, segmented, pages_per_read, batch_size)
+        return
+    import multiprocessing
+
+    # spawn, not fork: the parent holds ONNX Runtime / torch thread pools that a forked child would inherit broken.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        ahead = 2 * workers + pages_per_read  # bounded, so segmented pages never pile up in memory
+        pending: deque[Future] = deque(pool.submit(_segment_or_error, str(p)) for p in paths[:ahead])
+        queued = len(pending)
+
+        def results() -> Iterator:
+            nonlocal queued
+            while pending:
+                done = pending.popleft().result()
+                if queued < len(paths):
+                    pending.append(pool.submit(_segment_or_error, str(paths[queued])))
+                    queued += 1
+                yield done
+
+        yield from _read_segmented(recognizer, paths, results(), pages_per_read, batch_size)
+
+
+def _read_segmented(recognizer: Recognizer, paths: Sequence[Path], segmented: Iterator, pages_per_read: int,
+                    batch_size: int) -> Iterator[tuple[Path, PageResult | str]]:
+    group: list[tuple[Path, SegmentedPage | str]] = []
+    for path, page in zip(paths, segmented):
+        group.append((path, page))
+        if len(group) == pages_per_read:
+            yield from _read_group(recognizer, group, batch_size)
+            group = []
+    if group:
+        yield from _read_group(recognizer, group, batch_size)
+
+
+def _read_group(recognizer: Recognizer, group: list, batch_size: int) -> Iterator[tuple[Path, PageResult | str]]:
+    crops = [crop for _, page in group if not isinstance(page, str) for crop in page.crops]
+    try:
+        reads = iter(recognizer.recognize(crops, batch_size=batch_size) if crops else [])
+    except Exception as exc:  # noqa: BLE001 - reported for each page of the group, the next group goes on
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        for path, _ in group:
+            yield path, message
+        return
+    for path, page in group:
+        if isinstance(page, str):
+            yield path, page
+            continue
+        lines = []
+        for box in page.boxes:
+            r = next(reads)
+            refine_role(box, r.text)
+            lines.append(PageLine(box, r.text, float(r.confidence), list(r.char_confidences), list(r.char_positions)))
+        yield path, PageResult(path.name, page.width, page.height, lines)
 
 
 def page_files(result: PageResult, **extra) -> dict[str, bytes]:
