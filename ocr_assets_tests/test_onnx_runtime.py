@@ -201,3 +201,31 @@ def test_an_archive_resolution_bilevel_scan_is_segmented_small_and_read_in_worke
     read = results[0][1]
     score = metrics.score([" ".join(line.text for line in page.lines)], [" ".join(line.text for line in read.lines)])
     assert score.cer_norm < 0.05, score
+
+
+def test_device_preparation_matches_pillow_and_reads_the_same(book_lines):
+    """The GPU path's batched resize + ink table (run here on the CPU) gives Pillow's lines to within a grey level
+    or two, and `read_encoded` (decode workers, batched preparation on the device) reads what `recognize` reads."""
+    import torch
+
+    from ocr_assets.data.images import encode_png
+    from ocr_assets.models.compact.device_prep import decode_gray, prepare_batch, read_encoded
+    from ocr_assets.models.compact.lines import prepare_line
+    from ocr_assets.models.compact.recognizer import CompactRecognizer
+
+    blobs = [encode_png(im) for im, _ in book_lines[:24]]
+    pixels, widths = prepare_batch([torch.from_numpy(np.array(decode_gray(b))) for b in blobs], 48)
+    for i, blob in enumerate(blobs):
+        expected = prepare_line(blob, 48)
+        assert int(widths[i]) == expected.shape[1]
+        got = pixels[i, 0, :, : expected.shape[1]].numpy().astype(int)
+        assert np.abs(got - expected.astype(int)).max() <= 2
+        assert not pixels[i, 0, :, expected.shape[1]:].any()  # padding stays background
+    reader = CompactRecognizer.load(shipped_model_dir(), device="cpu", cpu_precision="fp32")
+    texts = [None] * len(blobs)
+    for i, r in read_encoded(reader, blobs + [b"not an image"], batch_size=8, workers=0):
+        if i < len(blobs):
+            texts[i] = r.text
+        else:
+            assert r.error and not r.text
+    assert texts == [r.text for r in reader.recognize(blobs)]

@@ -154,13 +154,29 @@ MIN_SKEW = 0.15  # degrees; below this straightening costs more than it brings
 
 def estimate_skew(ink: np.ndarray, max_angle: float = 3.0) -> float:
     """The rotation (degrees, PIL's sense) that makes text rows horizontal: the angle whose row profile has the
-    sharpest edges, searched coarse (0.5°) then fine (0.1°) on a copy at most 800 px wide."""
+    sharpest edges, searched coarse (0.5°) then fine (0.1°) on a copy at most 800 px wide.
+
+    Each angle's profile is a weighted histogram of where the inked pixels land when the page is turned, each
+    pixel split between its two nearest rows as a bilinear rotation would (no image is rotated: ~7x faster than
+    rotating the copy per angle, and the same angles on pages_dev and on skewed synthetic pages)."""
     h, w = ink.shape
     scale = min(1.0, 800 / w)
-    small = Image.fromarray(ink.astype(np.uint8) * 255).resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.BILINEAR)
+    small = np.asarray(Image.fromarray(ink.astype(np.uint8) * 255).resize(
+        (max(1, int(w * scale)), max(1, int(h * scale))), Image.BILINEAR), dtype=np.float64)
+    ys, xs = np.nonzero(small)
+    weights = small[ys, xs]
+    rows = small.shape[0]
+    dy, dx = ys + 0.5 - rows / 2, xs + 0.5 - small.shape[1] / 2
 
     def sharpness(angle: float) -> float:
-        profile = np.asarray(small.rotate(angle, resample=Image.BILINEAR), dtype=np.float64).sum(axis=1)
+        a = np.deg2rad(angle)
+        y = rows / 2 + dy * np.cos(a) - dx * np.sin(a) - 0.5  # the pixel's row after turning, PIL's sense
+        low = np.floor(y)
+        frac = y - low
+        low = low.astype(np.int64) + 1  # shifted so row -1 (half in the frame) has a bin
+        keep = (low >= 0) & (low <= rows)
+        profile = (np.bincount(low[keep], weights[keep] * (1 - frac[keep]), minlength=rows + 2)
+                   + np.bincount(low[keep] + 1, weights[keep] * frac[keep], minlength=rows + 2))[1 : rows + 1]
         return float(np.sum(np.diff(profile) ** 2))
 
     best = max(np.arange(-max_angle, max_angle + 1e-9, 0.5), key=sharpness)
