@@ -293,3 +293,44 @@ def correction_settings_from_env(env: dict | None = None, **overrides: Any) -> C
     env = os.environ if env is None else env
     data = _json_env(ENV_CORRECTIONS, env)
     return from_mapping(CorrectionSettings, {**data, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+# --- scale-out on Celery workers (issue 15; profile "cluster") ---------------------------------------------
+
+ENV_CELERY_BROKER = "OCR_ASSETS_CELERY_BROKER"  # the Redis the orchestrators and workers share
+ENV_CELERY_BACKEND = "OCR_ASSETS_CELERY_BACKEND"  # where step results go; empty: the broker
+ENV_CELERY_REDELIVER_S = "OCR_ASSETS_CELERY_REDELIVER_S"  # a vanished worker's step goes to another after this
+
+
+@dataclass
+class CelerySettings:
+    """The Celery executor and its workers (ocr_assets.defs.cluster); both sides build the app from these."""
+
+    broker: str = setting("redis://127.0.0.1:6379/0", "Redis URL of the Celery broker")
+    backend: str = setting("", "Redis URL of the result backend; empty: the broker")
+    redeliver_s: int = setting(3600, "seconds after which a step whose worker vanished is given to another worker; "
+                                     "must exceed the longest step, or a slow step runs twice")
+
+    def __post_init__(self) -> None:
+        for name in ("broker", "backend"):
+            value = getattr(self, name)
+            if value and not value.startswith(("redis://", "rediss://")):
+                raise ConfigError(f"Celery {name} {value!r} is not a Redis URL; give one such as redis://127.0.0.1:6379/0")
+        if int(self.redeliver_s) < 1:
+            raise ConfigError(f"redeliver_s {self.redeliver_s} must be >= 1 second (default 3600)")
+
+
+def celery_settings_from_env(env: dict | None = None) -> CelerySettings:
+    """CelerySettings: defaults, then $OCR_ASSETS_CELERY_BROKER, $OCR_ASSETS_CELERY_BACKEND, $OCR_ASSETS_CELERY_REDELIVER_S."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if env.get(ENV_CELERY_BROKER):
+        data["broker"] = env[ENV_CELERY_BROKER]
+    if env.get(ENV_CELERY_BACKEND):
+        data["backend"] = env[ENV_CELERY_BACKEND]
+    if env.get(ENV_CELERY_REDELIVER_S):
+        try:
+            data["redeliver_s"] = int(env[ENV_CELERY_REDELIVER_S])
+        except ValueError:
+            raise ConfigError(f"${ENV_CELERY_REDELIVER_S}={env[ENV_CELERY_REDELIVER_S]!r} is not a whole number of seconds") from None
+    return from_mapping(CelerySettings, data)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: install what the tests need, then run the whole test suite.
-#  1. Debian packages the tests use (Arabic book fonts, Tesseract for the peer tests, fontconfig, venv support),
+#  1. Debian packages the tests use (Arabic book fonts, Tesseract for the peer tests, fontconfig, venv support,
+#     Redis and PostgreSQL for the cluster tests),
 #     when some are missing and apt-get can run (as root, or sudo without a password); quiet and skipped when
 #     everything is installed already, so repeated runs start at once.
 #  2. The project with its test extra into .venv/.
@@ -11,7 +12,8 @@ PY=$(command -v python3.11 || command -v python3)
 
 SYSTEM_PACKAGES=(fonts-hosny-amiri fonts-noto-core fonts-sil-scheherazade fonts-sil-lateef fonts-kacst
   fonts-arabeyes fonts-hosny-thabit tesseract-ocr tesseract-ocr-ara fontconfig
-  chromium chromium-driver)  # the review page is tested in headless Chromium (Selenium + chromedriver)
+  chromium chromium-driver  # the review page is tested in headless Chromium (Selenium + chromedriver)
+  redis-server postgresql)  # the cluster tests start their own Redis and PostgreSQL on 127.0.0.1
 if [ ! -x .venv/bin/python ] && ! "$PY" -c "import ensurepip" 2>/dev/null; then
   # Debian's Python makes no venv without its -venv package.
   SYSTEM_PACKAGES+=("python$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv")

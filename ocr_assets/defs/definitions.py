@@ -13,6 +13,7 @@ from ocr_assets.defs.assets.evaluation import baseline_evaluation, cross_validat
 from ocr_assets.defs.assets.ingest import ingest_assets, ingest_checks
 from ocr_assets.defs.assets.training import base_model, lora_adapters, merged_model, pretrained_model
 from ocr_assets.defs.resources import build_resources, load_profile
+from ocr_assets.errors import ConfigError
 from ocr_assets.defs.sensors import corpus_automation_sensor, ocr_scans_job, scan_inbox_sensor
 from ocr_assets.defs.assets.monitoring import monitoring_assets
 from ocr_assets.defs.monitoring_sensors import (monitoring_automation_sensor, monitoring_jobs, monitoring_schedules,
@@ -52,9 +53,22 @@ cross_validation_job = dg.define_asset_job(
 )
 
 
+def _executor(name: str | None) -> dg.ExecutorDefinition:
+    """in_process (laptops, CI), multiprocess (one GPU host), celery (workers on many hosts; imported lazily)."""
+    if name == "in_process":
+        return dg.in_process_executor
+    if name in (None, "multiprocess"):
+        return dg.multiprocess_executor
+    if name == "celery":
+        from ocr_assets.defs.cluster import celery_executor
+
+        return celery_executor()
+    raise ConfigError(f"executor {name!r} is not one of in_process, multiprocess, celery; fix the profile's executor")
+
+
 def build_defs(profile_name: str | None = None) -> dg.Definitions:
     profile = load_profile(profile_name)
-    executor = dg.in_process_executor if profile.get("executor") == "in_process" else dg.multiprocess_executor
+    executor = _executor(profile.get("executor"))
     return dg.Definitions(
         assets=[*ingest_assets, *training_assets, cross_validation, pretrained_model, *corpus_assets, *monitoring_assets],
         asset_checks=[*ingest_checks, *corpus_checks],

@@ -6,6 +6,7 @@ import warnings
 import dagster as dg
 
 from ocr_assets.defs.resources import ComputeResource, StorageResource
+from ocr_assets.defs.cluster import GPU_QUEUE_TAGS, TRANSIENT_RETRY, no_retry_on_user_errors
 
 
 # Multi-run backfill policies are marked beta in dagster 1.13; the batching is what the corpus needs.
@@ -26,14 +27,16 @@ class ReviewConfig(dg.Config):
     review_lines: int = 50  # the least confident lines listed for people to check
 
 
-@dg.asset(group_name="corpus", partitions_def=scan_partitions, backfill_policy=batch_policy, kinds={"numpy"})
+@dg.asset(group_name="corpus", partitions_def=scan_partitions, backfill_policy=batch_policy, kinds={"numpy"},
+          retry_policy=TRANSIENT_RETRY)
 def page_lines(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Pages of each scan with their line boxes and roles; unreadable scans quarantined with a reason."""
     from ocr_assets.corpus.build import segment_scan
 
     layouts = []
     for i, key in enumerate(context.partition_keys, 1):
-        layouts.append(segment_scan(storage.get(), key))
+        with no_retry_on_user_errors():
+            layouts.append(segment_scan(storage.get(), key))
         context.log.info(f"segmented {i}/{len(context.partition_keys)}: {layouts[-1]['path']} ({layouts[-1]['status']})")
     bad = {l["path"]: f"{l['status']}: {l['reason']}" for l in layouts if l["status"] != "ok"}
     for path, reason in bad.items():
@@ -47,7 +50,7 @@ def page_lines(context: dg.AssetExecutionContext, storage: StorageResource) -> d
 
 
 @dg.asset(group_name="corpus", partitions_def=scan_partitions, backfill_policy=batch_policy, deps=[page_lines],
-          pool="gpu", kinds={"pytorch"})
+          pool="gpu", op_tags=GPU_QUEUE_TAGS, kinds={"pytorch"}, retry_policy=TRANSIENT_RETRY)
 def ocr_pages(context: dg.AssetExecutionContext, config: CorpusConfig, storage: StorageResource,
               compute: ComputeResource) -> dg.MaterializeResult:
     """Text, JSONL, PAGE 2019 and ALTO 4 per page, read by the champion model (else the shipped default)."""
@@ -55,10 +58,11 @@ def ocr_pages(context: dg.AssetExecutionContext, config: CorpusConfig, storage: 
     from ocr_assets.models.backends import backend_for, check_remote_code
     from ocr_assets.models.resolve import resolve_model
 
-    resolved = resolve_model(config.model or None, storage.registry_uri())
-    backend = backend_for(resolved.path)
-    check_remote_code(backend, resolved.path, compute.trust_remote_code)
-    recognizer = backend.load(resolved.path, device=compute.device)
+    with no_retry_on_user_errors():
+        resolved = resolve_model(config.model or None, storage.registry_uri())
+        backend = backend_for(resolved.path)
+        check_remote_code(backend, resolved.path, compute.trust_remote_code)
+        recognizer = backend.load(resolved.path, device=compute.device)
     source = resolved.source
     context.log.info(f"model: {source} on {compute.resolved_device()}")
     started = time.perf_counter()
@@ -83,7 +87,8 @@ CORPUS_CONDITION = (
 ).with_label("after new OCR'd scans")
 
 
-@dg.asset(group_name="corpus", deps=[ocr_pages], kinds={"json"}, automation_condition=CORPUS_CONDITION)
+@dg.asset(group_name="corpus", deps=[ocr_pages], kinds={"json"}, automation_condition=CORPUS_CONDITION,
+          retry_policy=TRANSIENT_RETRY)
 def ocr_corpus(context: dg.AssetExecutionContext, config: ReviewConfig, storage: StorageResource) -> dg.MaterializeResult:
     """All OCR'd scans as one corpus (text, JSONL with line and word confidences), a review list, quarantine."""
     from ocr_assets.corpus.build import build_corpus

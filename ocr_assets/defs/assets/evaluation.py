@@ -12,6 +12,7 @@ from ocr_assets.defs.assets.training import split_pairs
 from ocr_assets.defs.configs import CrossValidationConfig, GateConfig, to_settings
 from ocr_assets.defs.resources import ComputeResource, StorageResource
 from ocr_assets.settings import FinetuneSettings
+from ocr_assets.defs.cluster import GPU_QUEUE_TAGS
 
 
 def evaluate_split(store, model_dir: Path, line_splits: dict, compute: ComputeResource, split: str = "test",
@@ -41,7 +42,7 @@ def save_evaluation(result, out_dir: Path, name: str) -> Path:
     return out_dir / f"{name}.json"
 
 
-@dg.asset(group_name="evaluation", kinds={"pytorch"}, pool="gpu")
+@dg.asset(group_name="evaluation", kinds={"pytorch"}, pool="gpu", op_tags=GPU_QUEUE_TAGS)
 def baseline_evaluation(context: dg.AssetExecutionContext, storage: StorageResource, compute: ComputeResource, mlflow: dg.ResourceParam[Any],
                         base_model: dict, line_splits: dict) -> dg.Output[dict]:
     """The base model's scores on the test split, before any fine-tuning."""
@@ -58,7 +59,7 @@ def baseline_evaluation(context: dg.AssetExecutionContext, storage: StorageResou
                      metadata={**summary, "path": dg.MetadataValue.path(url)})
 
 
-@dg.asset(group_name="evaluation", kinds={"mlflow"}, pool="gpu")
+@dg.asset(group_name="evaluation", kinds={"mlflow"}, pool="gpu", op_tags=GPU_QUEUE_TAGS)
 def evaluation_report(context: dg.AssetExecutionContext, config: GateConfig, storage: StorageResource,
                       compute: ComputeResource, mlflow: dg.ResourceParam[Any], merged_model: dict, baseline_evaluation: dict,
                       line_splits: dict) -> dg.Output[dict]:
@@ -118,7 +119,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: GateConfig, sto
     })
 
 
-@dg.asset(group_name="evaluation", kinds={"pytorch"}, pool="gpu")
+@dg.asset(group_name="evaluation", kinds={"pytorch"}, pool="gpu", op_tags=GPU_QUEUE_TAGS)
 def cross_validation(context: dg.AssetExecutionContext, config: CrossValidationConfig, storage: StorageResource,
                      compute: ComputeResource, mlflow: dg.ResourceParam[Any], base_model: dict, line_splits: dict) -> dg.Output[dict]:
     """For each document: fine-tune on the others, score on it (how the model does on an unseen book)."""

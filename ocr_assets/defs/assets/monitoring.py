@@ -9,6 +9,7 @@ import dagster as dg
 
 from ocr_assets.defs.assets.corpus import batch_policy, ocr_corpus, ocr_pages, scan_partitions
 from ocr_assets.defs.resources import ComputeResource, StorageResource
+from ocr_assets.defs.cluster import GPU_QUEUE_TAGS
 
 GROUP = "monitoring"
 DRIFT_CHECK = "scan_drift_check"
@@ -197,7 +198,8 @@ def corrected_lines(context: dg.AssetExecutionContext, storage: StorageResource)
         "quarantine": dg.MetadataValue.path(url(store, "quarantine.jsonl"))})
 
 
-@dg.asset(group_name=GROUP, deps=[corrected_lines, golden_set], kinds={"pytorch", "mlflow"}, pool="gpu")
+@dg.asset(group_name=GROUP, deps=[corrected_lines, golden_set], kinds={"pytorch", "mlflow"}, pool="gpu",
+          op_tags=GPU_QUEUE_TAGS)
 def correction_challenger(context: dg.AssetExecutionContext, storage: StorageResource,
                           compute: ComputeResource) -> dg.MaterializeResult:
     """A challenger LoRA fine-tuned from the champion on the corrections, gated on the golden set plus held-out
@@ -214,7 +216,7 @@ def correction_challenger(context: dg.AssetExecutionContext, storage: StorageRes
     return dg.MaterializeResult(metadata={k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))})
 
 
-@dg.asset(group_name=GROUP, deps=[correction_challenger], kinds={"pytorch"}, pool="gpu")
+@dg.asset(group_name=GROUP, deps=[correction_challenger], kinds={"pytorch"}, pool="gpu", op_tags=GPU_QUEUE_TAGS)
 def corpus_reread(context: dg.AssetExecutionContext, storage: StorageResource,
                   compute: ComputeResource) -> dg.MaterializeResult:
     """The scans an older model read, read again by the champion (earlier corpus version kept under

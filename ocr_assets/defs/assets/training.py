@@ -13,6 +13,7 @@ from ocr_assets.defs.assets.ingest import line_splits
 from ocr_assets.defs.configs import BaseModelConfig, FinetuneConfig, PretrainConfig, to_settings
 from ocr_assets.defs.resources import ComputeResource, StorageResource
 from ocr_assets.settings import FinetuneSettings, PretrainSettings, ScratchSettings
+from ocr_assets.defs.cluster import GPU_QUEUE_TAGS
 
 
 def split_pairs(storage, splits: dict, name: str):
@@ -45,7 +46,7 @@ def dir_size(path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-@dg.asset(group_name="training", kinds={"pytorch"}, pool="gpu")
+@dg.asset(group_name="training", kinds={"pytorch"}, pool="gpu", op_tags=GPU_QUEUE_TAGS)
 def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, storage: StorageResource,
                compute: ComputeResource, mlflow: dg.ResourceParam[Any], line_splits: dict) -> dg.Output[dict]:
     """The model every fine-tune starts from: a given model, else the champion, else the shipped one, or trained here."""
@@ -88,7 +89,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, stora
                      metadata={"path": dg.MetadataValue.path(url), "source": source, "size_mb": round(dir_size(store.local_dir(url)) / 2**20, 2), **extra})
 
 
-@dg.asset(group_name="training", kinds={"pytorch", "safetensors"}, pool="gpu")
+@dg.asset(group_name="training", kinds={"pytorch", "safetensors"}, pool="gpu", op_tags=GPU_QUEUE_TAGS)
 def lora_adapters(context: dg.AssetExecutionContext, config: FinetuneConfig, storage: StorageResource,
                   compute: ComputeResource, mlflow: dg.ResourceParam[Any], base_model: dict, line_splits: dict) -> dg.Output[dict]:
     """LoRA adapters (safetensors) trained on the train split, validated on the validation split."""
@@ -138,7 +139,7 @@ def merged_model(context: dg.AssetExecutionContext, storage: StorageResource, co
     return dg.Output({"path": url}, metadata={"path": dg.MetadataValue.path(url), "size_mb": round(size / 2**20, 2)})
 
 
-@dg.asset(group_name="pretraining", kinds={"pytorch"}, pool="gpu")
+@dg.asset(group_name="pretraining", kinds={"pytorch"}, pool="gpu", op_tags=GPU_QUEUE_TAGS)
 def pretrained_model(context: dg.AssetExecutionContext, config: PretrainConfig, storage: StorageResource,
                      compute: ComputeResource, mlflow: dg.ResourceParam[Any]) -> dg.Output[dict]:
     """A compact recognizer pretrained on synthetic classical lines plus any real GT folders given."""
