@@ -178,3 +178,31 @@ def test_redis_restarted_mid_run_never_reports_success_with_missing_pages(tmp_pa
                   "corpus:", cluster.corpus_summary())
             if any(r.status == dg.DagsterRunStatus.SUCCESS for r in runs):
                 _assert_each_scan_once(cluster, names)
+
+
+@pytest.mark.timeout(300)
+def test_mlflow_on_postgresql_with_artifacts_on_s3(tmp_path, monkeypatch):
+    """The cluster's MLflow: runs and the registry in PostgreSQL, artifacts in the bucket (no file left locally)."""
+    import mlflow
+
+    from ocr_assets.defs.resources import EXPERIMENT
+    from ocr_assets_tests.services import postgres_server, s3_server
+
+    with postgres_server(databases=("mlflow",)) as pg, s3_server() as endpoint:
+        for key, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                           "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(key, value)
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket="ocr-assets")
+        monkeypatch.chdir(tmp_path)
+        mlflow.set_tracking_uri(f"postgresql+psycopg2://{pg['user']}@127.0.0.1:{pg['port']}/mlflow")
+        mlflow.create_experiment(EXPERIMENT, artifact_location="s3://ocr-assets/var/mlartifacts")
+        (tmp_path / "report.json").write_text('{"cer": 0.02}')
+        with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name(EXPERIMENT).experiment_id) as run:
+            mlflow.log_metric("cer_norm", 0.02)
+            mlflow.log_artifact(str(tmp_path / "report.json"))
+        assert mlflow.get_run(run.info.run_id).data.metrics["cer_norm"] == 0.02
+        keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="ocr-assets")["Contents"]]
+        assert any(k.startswith("var/mlartifacts/") and k.endswith("report.json") for k in keys), keys
+        assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
