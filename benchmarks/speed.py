@@ -134,8 +134,7 @@ def per_line(folder: Path, names: list[str], refs: dict) -> None:
     blobs = [(folder / k).read_bytes() for k in names]
     readers = {"onnx int8": lambda: OnnxRecognizer.load(shipped_model_dir(), precision="int8"),
                "onnx fp32": lambda: OnnxRecognizer.load(shipped_model_dir(), precision="fp32"),
-               "torch (auto precision)": lambda: CompactRecognizer.load(shipped_model_dir(), device="cpu"),
-               "torch fp32": lambda: CompactRecognizer.load(shipped_model_dir(), device="cpu", cpu_precision="fp32")}
+               "torch (auto precision)": lambda: CompactRecognizer.load(shipped_model_dir(), device="cpu")}
     for name, load in readers.items():
         reader = load()
         reader.recognize([decode_line_image(b) for b in blobs[:64]], batch_size=32)  # warm-up
