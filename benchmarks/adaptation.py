@@ -67,6 +67,7 @@ def main() -> None:
     print(f"| after `ocr-assets finetune` | {after['cer']:.4f} | {after['cer_norm']:.4f} | {after['wer']:.4f} |")
     print(f"\nfine-tune: wall time {wall:.1f} s for the whole `ocr-assets finetune` process (epochs {summary.get('epochs')}), "
           f"peak RSS {summary.get('peak_rss_mb')} MB (children max {peak_mb:.0f} MB, evaluation processes included)")
+    print(f"book conventions learned: {json.dumps(summary.get('conventions', {}), ensure_ascii=False)}")
 
 
 if __name__ == "__main__":

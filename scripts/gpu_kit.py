@@ -86,9 +86,6 @@ def main() -> None:
     print(f"{out}: {total / 2**20:.1f} MiB")
 
 
-if __name__ == "__main__":
-    main()
-
 
 def fullres_subset(shared: Path, out: Path, per_book: int = 150) -> None:
     """Evenly spaced original-resolution lines per book (a GT folder): the unseen-book test set on the GPU box."""
@@ -100,3 +97,7 @@ def fullres_subset(shared: Path, out: Path, per_book: int = 150) -> None:
         for png in pngs[::step][:per_book]:
             shutil.copy2(png, dest / book.name / png.name)
             shutil.copy2(png.with_suffix("").with_suffix(".gt.txt"), dest / book.name / f"{png.stem}.gt.txt")
+
+
+if __name__ == "__main__":
+    main()
