@@ -196,6 +196,16 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_conventions(args) -> int:
+    from ocr_assets.training.finetune import conventions_gt_dir
+
+    gt_dir = _folder(args.gt_dir, "GT_DIR")
+    result = conventions_gt_dir(gt_dir, Path(args.out), base=args.base, log=_note, registry_uri=_registry_uri(),
+                                trust_remote_code=args.trust_remote_code)
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
 def cmd_finetune(args) -> int:
     from ocr_assets.settings import FinetuneSettings
     from ocr_assets.training.finetune import finetune_gt_dir
@@ -406,6 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     _trust_option(p)
     add_settings_options(p, FinetuneSettings)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("conventions", help="learn a book's transcription conventions (honorific ligatures, digits, "
+                       "vowel marks) from its line pairs without training: the base model with conventions.json")
+    p.add_argument("gt_dir")
+    p.add_argument("--out", required=True, help="output model directory (usable as --model)")
+    p.add_argument("--base", default=None, help=MODEL_HELP)
+    _trust_option(p)
+    p.set_defaults(func=cmd_conventions)
 
     p = sub.add_parser("pages", help="OCR whole printed pages: <stem>.txt, <stem>.page.xml (PAGE 2019), <stem>.alto.xml (ALTO 4)")
     p.add_argument("pages_dir")

@@ -18,6 +18,7 @@ import pyarrow as pa
 from ocr_assets.errors import SourceError, UsageError
 from ocr_assets.models.backends import OnEpoch, TrainReport, backend_for, check_remote_code
 from ocr_assets.models.base import TrainConfig, peak_rss_mb
+from ocr_assets.models.conventions import FILE as FILE_CONVENTIONS
 from ocr_assets.settings import FinetuneSettings, ScratchSettings, replace
 
 Log = Callable[[str], None]
@@ -179,3 +180,38 @@ def finetune_gt_dir(gt_dir: Path, out_dir: Path, base: str | None = None, settin
         "seconds": round(time.perf_counter() - start, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+
+
+def conventions_gt_dir(gt_dir: Path, out_dir: Path, base: str | None = None, log: Log = print, *,
+                       registry_uri: str | None = None, trust_remote_code: bool = False) -> dict:
+    """`ocr-assets conventions`: learn a book's conventions from its line pairs without training — the base
+    model's weights copied to out_dir with the learned `conventions.json` (merged over the base's own)."""
+    from ocr_assets.data.gt_folder import iter_gt_folder
+    from ocr_assets.data.validation import validate_lines
+    from ocr_assets.models.resolve import resolve_model_dir
+
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
+        raise UsageError(f"--out {str(out_dir)!r} exists and is not a model directory; give a new or empty folder")
+    base_dir = Path(resolve_model_dir(base, registry_uri)).resolve()
+    if out_dir == base_dir:
+        raise UsageError(f"--out {str(out_dir)!r} is the base model itself; give another folder")
+    backend = backend_for(base_dir)
+    check_remote_code(backend, base_dir, trust_remote_code)
+    start = time.perf_counter()
+    pairs, quarantine = validate_lines(iter_gt_folder(gt_dir))
+    if pairs.num_rows == 0:
+        raise SourceError(f"no valid line pairs in {str(gt_dir)!r} ({quarantine.num_rows} quarantined); "
+                          "run `ocr-assets validate` to see why")
+    log(f"{pairs.num_rows} line pairs ({quarantine.num_rows} quarantined); reading them with the base model")
+    conventions = learn_book_conventions(backend, base_dir, samples_of(pairs))
+    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base_dir, tmp)
+    (tmp / FILE_CONVENTIONS).unlink(missing_ok=True)
+    conventions.save(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)  # whole or not at all
+    return {"model": str(out_dir), "base": str(base_dir), "lines": pairs.num_rows,
+            "quarantined": quarantine.num_rows, **conventions.as_dict(),
+            "seconds": round(time.perf_counter() - start, 1)}
