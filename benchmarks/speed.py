@@ -47,8 +47,12 @@ ROWS: list[dict] = []
 def machine() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor() or platform.machine())
+    try:
+        peer = tesseract_version()
+    except OSError:  # a GPU box without Tesseract: run it with --skip-tesseract
+        peer = "no tesseract"
     return {"cpu": model, "cores": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2),
-            "python": platform.python_version(), "tesseract": tesseract_version()}
+            "python": platform.python_version(), "tesseract": peer}
 
 
 def row(section: str, system: str, seconds: float | None, items: int | None, unit: str, command: str, **extra) -> dict:

@@ -406,7 +406,8 @@ def _line_boxes(ink: np.ndarray, faint: np.ndarray, min_gap: int | None) -> tupl
     return boxes, rules
 
 
-SEGMENT_WIDTH = 1300  # pages wider than this are segmented at 1/2, 1/3, ... scale (archive scans: 3,000-5,000 px)
+SEGMENT_WIDTH = 1300  # pages wider than this are segmented at reduced scale (archive scans: 3,000-5,000 px) ...
+REDUCED_WIDTH = 1000  # ... reduced by the whole factor that brings them to about this width (measured: docs/NOTES.md)
 
 
 def segment_lines(page: Image.Image, min_gap: int | None = None, deskew: bool = True,
@@ -415,11 +416,12 @@ def segment_lines(page: Image.Image, min_gap: int | None = None, deskew: bool = 
     nearest line closer than `min_gap` (default 0.6 pitch, in the page's own pixels). On a skewed page, lines are
     found on the straightened page and reported as bounding boxes on the page given (their crops come out straight).
 
-    A page wider than `max_width` is segmented on a copy reduced by a whole factor (box filter) and the boxes are
-    scaled back, their ends fitted to the full-resolution ink: the crops are still cut from the full-resolution page. The
-    layout steps cost per pixel, so a 3,400 px archive scan costs about what a 1,150 px page does."""
+    A page wider than `max_width` is segmented on a copy reduced by the whole factor that brings it to about
+    REDUCED_WIDTH (box filter) and the boxes are scaled back, their ends fitted to the full-resolution ink: the crops
+    are still cut from the full-resolution page. The layout steps cost per pixel, so a 3,400 px archive scan costs
+    about what an 850 px page does."""
     gray = page if page.mode == "L" else page.convert("L")
-    factor = max(1, -(-gray.width // max_width)) if max_width else 1
+    factor = max(2, -(-gray.width // min(max_width, REDUCED_WIDTH))) if max_width and gray.width > max_width else 1
     if factor == 1:
         return _segment(gray, min_gap, deskew)
     small = gray.reduce(factor)
