@@ -17,6 +17,7 @@ from ocr_assets.pages.export import PageLine, PageResult, alto_xml, page_xml
 from ocr_assets.pages.segment import LineBox, segment_lines
 
 OUTPUT_SUFFIXES = (".txt", ".jsonl", ".page.xml", ".alto.xml")
+MAX_WORKERS = 16
 
 
 def refine_role(box: LineBox, text: str) -> None:
@@ -84,7 +85,8 @@ def ocr_page_files(recognizer: Recognizer, paths: Sequence[Path], workers: int |
     """(path, result or error message) per page file, in order. Worker processes (one per core by default; 0: in
     this process) decode and segment the next pages while the recognizer reads the lines of the previous ones,
     `pages_per_read` pages per recognizer call so batches fill with lines of similar widths."""
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    # Default: one per core, at most one per page and 16 (each worker holds numpy/scipy, ~100 MB).
+    workers = min(os.cpu_count() or 1, len(paths), MAX_WORKERS) if workers is None else workers
     if workers <= 0 or len(paths) == 1:
         segmented: Iterator = (_segment_or_error(str(p)) for p in paths)
         yield from _read_segmented(recognizer, paths, segmented, pages_per_read, batch_size)
