@@ -171,9 +171,10 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     nxt = upload(nxt) if nxt is not None else None
     with torch.inference_mode(), recognizer._autocast():
         while nxt is not None:
+            idx, flat, shapes, errors = nxt
             if copy_stream is not None:
                 torch.cuda.current_stream().wait_stream(copy_stream)
-            idx, flat, shapes, errors = nxt
+                flat.record_stream(torch.cuda.current_stream())  # copied on the side stream, read on this one
             following = next(loaded, None)
             nxt = upload(following) if following is not None else None  # overlaps with the work below
             for i, message in errors:
