@@ -229,3 +229,18 @@ def test_device_preparation_matches_pillow_and_reads_the_same(book_lines):
         else:
             assert r.error and not r.text
     assert texts == [r.text for r in reader.recognize(blobs)]
+
+
+def test_load_recognizer_takes_the_runtime_and_refuses_it_for_other_backends(tmp_path):
+    from ocr_assets.errors import ConfigError
+    from ocr_assets.models.resolve import load_recognizer
+    from ocr_assets_tests.test_images import render_line
+    from ocr_assets_tests.tiny_models import tiny_ocr2
+
+    line = render_line("قال أبو عثمان")
+    torch_reader = load_recognizer(None, device="cpu", runtime="torch")
+    onnx_reader = load_recognizer(None, device="cpu", runtime="onnx-fp32")
+    assert type(torch_reader).__name__ == "CompactRecognizer" and type(onnx_reader).__name__ == "OnnxRecognizer"
+    assert onnx_reader.recognize([line])[0].text == torch_reader.recognize([line])[0].text
+    with pytest.raises(ConfigError, match="compact models only"):
+        load_recognizer(tiny_ocr2(["قال"]).save(tmp_path / "ocr2"), device="cpu", runtime="onnx")

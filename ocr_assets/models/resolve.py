@@ -70,15 +70,22 @@ def resolve_model_dir(spec: str | Path | None, registry_uri: str | None = None) 
 
 
 def load_recognizer(spec: str | Path | None = None, device: str = "auto", *, registry_uri: str | None = None,
-                    trust_remote_code: bool = False, keep_ligatures: bool = False) -> Recognizer:
+                    trust_remote_code: bool = False, keep_ligatures: bool = False,
+                    runtime: str | None = None) -> Recognizer:
     """A recognizer of the right backend; a backend that runs shipped code needs trust_remote_code=True.
 
     A model fine-tuned on a book writes that book's expansions for honorific ligatures (conventions.json);
-    keep_ligatures=True keeps the Unicode ligatures (ﷺ) instead."""
+    keep_ligatures=True keeps the Unicode ligatures (ﷺ) instead. `runtime` (compact models: auto, onnx, onnx-int8,
+    onnx-fp32, torch) picks the reader; None keeps the default (ocr_assets.models.compact.runtime)."""
     from ocr_assets.models.backends import backend_for, check_remote_code
     from ocr_assets.models.conventions import Conventions, with_conventions
 
     model_dir = resolve_model_dir(spec, registry_uri)
     backend = backend_for(model_dir)
     check_remote_code(backend, model_dir, trust_remote_code)
-    return with_conventions(backend.load(model_dir, device=device), Conventions.load(model_dir, keep_ligatures))
+    if runtime is not None and backend.name != "compact":
+        from ocr_assets.errors import ConfigError
+
+        raise ConfigError(f"runtime {runtime!r} applies to compact models only; {model_dir} is a {backend.name} model")
+    loaded = backend.load(model_dir, device=device, **({"runtime": runtime} if runtime else {}))
+    return with_conventions(loaded, Conventions.load(model_dir, keep_ligatures))
