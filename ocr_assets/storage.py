@@ -33,6 +33,18 @@ def _clean(part: str) -> str:
     return part
 
 
+def remote_options(url: str, options: dict | None = None) -> dict:
+    """fsspec options for `url`: an S3 endpoint given only by $AWS_ENDPOINT_URL is made explicit, so fsspec's
+    cache of filesystem instances (keyed by the options, not the environment) never hands back one that talks to
+    another endpoint (a server since stopped, another test's)."""
+    options = dict(options or {})
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if url.startswith(("s3://", "s3a://")) and endpoint and "endpoint_url" not in options \
+            and "endpoint_url" not in options.get("client_kwargs", {}):
+        options["endpoint_url"] = endpoint
+    return options
+
+
 class Storage:
     """A data root: `url(*parts)` names a file under it; read/write helpers work the same locally and on S3."""
 
@@ -40,7 +52,7 @@ class Storage:
         text = str(root)
         self.root = text if "://" in text else str(Path(text).expanduser().resolve())
         self.is_local = "://" not in self.root or self.root.startswith("file://")
-        self.storage_options = dict(storage_options or {})
+        self.storage_options = remote_options(str(root), storage_options)
         self._fs = None
         self._cache = Path(cache_dir) if cache_dir else None
 

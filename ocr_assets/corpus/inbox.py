@@ -52,7 +52,9 @@ def inbox_url(storage: Storage, explicit: str | None = None) -> str:
 
 
 def _filesystem(url: str):
-    fs, root = fsspec.core.url_to_fs(url)
+    from ocr_assets.storage import remote_options
+
+    fs, root = fsspec.core.url_to_fs(url, **remote_options(url))
     return fs, root.rstrip("/") or "/"
 
 
