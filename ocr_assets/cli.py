@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
@@ -519,5 +520,21 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)")
 
 
+def run() -> None:
+    """The `ocr-assets` command: main(), then leave without the interpreter's teardown once the output is flushed.
+
+    Native thread pools (Arrow's) can abort a finished process while Python tears down ("terminate called without
+    an active exception", exit -6; apache/arrow#34314), turning a verb that did its work into a failure; nothing
+    the verbs need runs at teardown (every file, run and child process is closed before main() returns)."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say
+            pass
+    logging.shutdown()
+    os._exit(code if isinstance(code, int) else 1)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
