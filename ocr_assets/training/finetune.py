@@ -127,40 +127,29 @@ def split_for_validation(pairs: pa.Table, fraction: float, seed: int) -> tuple[p
     return pairs.take(keep), pairs.take(sorted(val_idx))
 
 
-def _book_lines(gt_dir: Path, out_dir: Path, base: str | None, registry_uri: str | None,
-                trust_remote_code: bool) -> tuple[Path, pa.Table, pa.Table]:
-    """What `finetune` and `conventions` check before their work: an --out that is new, empty or a model directory
-    and neither the book nor the base; the base model (remote code refused before anything slow); the book's
-    validated line pairs (none: an error). Returns (base_dir, pairs, quarantine)."""
-    from ocr_assets.data.gt_folder import iter_gt_folder
-    from ocr_assets.data.validation import validate_lines
-    from ocr_assets.models.resolve import resolve_model_dir
-
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
-        raise UsageError(f"--out {str(out_dir)!r} exists and is not a model directory; give a new or empty folder")
-    if out_dir == Path(gt_dir).resolve() or out_dir in Path(gt_dir).resolve().parents:
-        raise UsageError(f"--out {str(out_dir)!r} would overwrite the training folder; give another folder")
-    base_dir = Path(resolve_model_dir(base, registry_uri)).resolve()
-    if out_dir == base_dir:
-        raise UsageError(f"--out {str(out_dir)!r} is the base model itself; give another folder")
-    check_remote_code(backend_for(base_dir), base_dir, trust_remote_code)
-    pairs, quarantine = validate_lines(iter_gt_folder(gt_dir))
-    if pairs.num_rows == 0:
-        raise SourceError(f"no valid line pairs in {str(gt_dir)!r} ({quarantine.num_rows} quarantined); "
-                          "run `ocr-assets validate` to see why")
-    return base_dir, pairs, quarantine
-
-
 def finetune_gt_dir(gt_dir: Path, out_dir: Path, base: str | None = None, settings: FinetuneSettings | None = None,
                     log: Log = print, *, registry_uri: str | None = None, trust_remote_code: bool = False) -> dict:
     """`ocr-assets finetune`: validate the folder, LoRA fine-tune the base on it, merge into out_dir.
 
     `base`: a model directory, `models:/NAME@ALIAS` or None (the registry's champion, else the shipped model).
     """
+    from ocr_assets.data.gt_folder import iter_gt_folder
+    from ocr_assets.data.validation import validate_lines
+    from ocr_assets.models.resolve import resolve_model_dir
+
     settings = settings or FinetuneSettings()
-    start = time.perf_counter()
     out_dir = Path(out_dir).resolve()
-    base_dir, pairs, quarantine = _book_lines(gt_dir, out_dir, base, registry_uri, trust_remote_code)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
+        raise UsageError(f"--out {str(out_dir)!r} exists and is not a model directory; give a new or empty folder")
+    if out_dir == Path(gt_dir).resolve() or out_dir in Path(gt_dir).resolve().parents:
+        raise UsageError(f"--out {str(out_dir)!r} would overwrite the training folder; give another folder")
+    base_dir = resolve_model_dir(base, registry_uri)
+    check_remote_code(backend_for(base_dir), base_dir, trust_remote_code)  # before the slow part, not after it
+    start = time.perf_counter()
+    pairs, quarantine = validate_lines(iter_gt_folder(gt_dir))
+    if pairs.num_rows == 0:
+        raise SourceError(f"no valid line pairs in {str(gt_dir)!r} ({quarantine.num_rows} quarantined); "
+                          "run `ocr-assets validate` to see why")
     log(f"{pairs.num_rows} line pairs ({quarantine.num_rows} quarantined)")
     train, val = split_for_validation(pairs, settings.val_fraction, settings.seed)
     adapter_dir = out_dir.parent / f"{out_dir.name}.adapters"
@@ -197,11 +186,25 @@ def conventions_gt_dir(gt_dir: Path, out_dir: Path, base: str | None = None, log
                        registry_uri: str | None = None, trust_remote_code: bool = False) -> dict:
     """`ocr-assets conventions`: learn a book's conventions from its line pairs without training — the base
     model's weights copied to out_dir with the learned `conventions.json` (merged over the base's own)."""
-    start = time.perf_counter()
+    from ocr_assets.data.gt_folder import iter_gt_folder
+    from ocr_assets.data.validation import validate_lines
+    from ocr_assets.models.resolve import resolve_model_dir
+
     out_dir = Path(out_dir).resolve()
-    base_dir, pairs, quarantine = _book_lines(gt_dir, out_dir, base, registry_uri, trust_remote_code)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
+        raise UsageError(f"--out {str(out_dir)!r} exists and is not a model directory; give a new or empty folder")
+    base_dir = Path(resolve_model_dir(base, registry_uri)).resolve()
+    if out_dir == base_dir:
+        raise UsageError(f"--out {str(out_dir)!r} is the base model itself; give another folder")
+    backend = backend_for(base_dir)
+    check_remote_code(backend, base_dir, trust_remote_code)
+    start = time.perf_counter()
+    pairs, quarantine = validate_lines(iter_gt_folder(gt_dir))
+    if pairs.num_rows == 0:
+        raise SourceError(f"no valid line pairs in {str(gt_dir)!r} ({quarantine.num_rows} quarantined); "
+                          "run `ocr-assets validate` to see why")
     log(f"{pairs.num_rows} line pairs ({quarantine.num_rows} quarantined); reading them with the base model")
-    conventions = learn_book_conventions(backend_for(base_dir), base_dir, samples_of(pairs))
+    conventions = learn_book_conventions(backend, base_dir, samples_of(pairs))
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(base_dir, tmp)

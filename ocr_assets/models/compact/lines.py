@@ -102,11 +102,9 @@ def decode_best(best: np.ndarray, probs: np.ndarray, lengths: np.ndarray) -> lis
     """Greedy CTC read of a batch from each frame's best label and its probability, (batch, frames) each:
     per line (label ids, per-label confidence, line confidence 0..1, each label's place across the line image).
 
-    The one decoder of both readers (torch `greedy_decode` calls it too): a label's confidence is its highest frame
-    probability, the line's the mean over its labels (or the mean blank probability when nothing was read, so an
-    empty line read with certainty scores 1.0); positions are the centre of the frame where the label's run
-    starts, 0 = left edge, 1 = right edge (frames run right to left). Dummy runs at each line's first frame and
-    first padding frame keep every run inside its own line (dropped as padding or blanks).
+    The same rules as the torch `greedy_decode`: a label's confidence is its highest frame probability, the line's
+    the mean over its labels (or the mean blank probability when nothing was read); positions are the centre of
+    the frame where the label's run starts, 0 = left edge, 1 = right edge (frames run right to left).
     """
     batch, frames = best.shape
     valid = np.arange(frames)[None, :] < lengths[:, None]

@@ -183,23 +183,6 @@ class CompactOCRModel(PreTrainedModel):
         """CTC frames the model emits for lines of these pixel widths."""
         return self.frontend.output_lengths(widths) * self.config.frame_split
 
-    def encode(self, hidden: torch.Tensor, lengths: torch.Tensor, keep: torch.Tensor | None,
-               attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The trunk after the front end's projection: position conv, blocks, final norm and frame split;
-        (batch, frames[, x frame_split], d) states for the classifier and the frames per line. `keep` / `attn_mask`
-        None: no padding in the batch. Shared by forward() and the ONNX graph (onnx_export)."""
-        if self.position_conv is not None:
-            hidden = hidden + self.position_conv(hidden, keep)
-        for block in self.blocks:
-            hidden = block(hidden, keep, attn_mask)
-        hidden = self.final_norm(hidden)
-        if self.frame_split is not None:
-            batch, frames = hidden.shape[:2]
-            split = self.config.frame_split
-            hidden = self.split_norm(self.frame_split(hidden).reshape(batch, frames * split, -1))
-            lengths = lengths * split
-        return hidden, lengths
-
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -242,7 +225,15 @@ class CompactOCRModel(PreTrainedModel):
             valid = torch.arange(frames, device=hidden.device)[None, :] < lengths[:, None]
             keep = valid[:, :, None].to(hidden.dtype)
             attn_mask = valid[:, None, None, :]
-        hidden, lengths = self.encode(hidden, lengths, keep, attn_mask)
+        if self.position_conv is not None:
+            hidden = hidden + self.position_conv(hidden, keep)
+        for block in self.blocks:
+            hidden = block(hidden, keep, attn_mask)
+        hidden = self.final_norm(hidden)
+        if self.frame_split is not None:
+            split = self.config.frame_split
+            hidden = self.split_norm(self.frame_split(hidden).reshape(batch, frames * split, -1))
+            lengths = lengths * split
         logits = self.classifier(hidden)
         loss = self.ctc_loss(logits, lengths, labels, label_lengths) if labels is not None else None
         return CompactOCROutput(loss=loss, logits=logits, output_lengths=lengths)

@@ -46,7 +46,15 @@ class InferenceGraph(nn.Module):
         valid = torch.arange(frames, device=x.device)[None, :] < lengths[:, None]
         keep = valid[:, :, None].to(hidden.dtype)
         attn_mask = valid[:, None, None, :]
-        hidden, lengths = m.encode(hidden, lengths, keep, attn_mask)
+        if m.position_conv is not None:
+            hidden = hidden + m.position_conv(hidden, keep)
+        for block in m.blocks:
+            hidden = block(hidden, keep, attn_mask)
+        hidden = m.final_norm(hidden)
+        if m.frame_split is not None:
+            split = m.config.frame_split
+            hidden = m.split_norm(m.frame_split(hidden).reshape(batch, frames * split, -1))
+            lengths = lengths * split
         prob, best = m.classifier(hidden).softmax(-1).max(-1)
         return best, prob, lengths
 

@@ -20,28 +20,65 @@ from PIL import Image
 from ocr_assets.data.images import to_gray  # noqa: F401 (the one grayscale converter; re-exported for train.py)
 from ocr_assets.models.base import ModelError, ModelNotFoundError, Recognition, Recognizer, resolve_device
 from ocr_assets.models.compact.codec import Codec
-from ocr_assets.models.compact.config import CompactOCRConfig
+from ocr_assets.models.compact.config import BLANK_ID, CompactOCRConfig
 from ocr_assets.models.compact.lines import MAX_WIDTH_PER_HEIGHT, open_image, prepare_line  # noqa: F401 (re-exported)
-from ocr_assets.models.compact.lines import decode_best, pad_batch
 from ocr_assets.models.compact.modeling import LORA_TARGETS, CompactOCRModel
 
 CPU_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 def collate_lines(arrays: Sequence[np.ndarray], multiple: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """`lines.pad_batch` as tensors: (batch, 1, H, W) in the arrays' dtype (uint8 stays uint8: 4x less to copy to
-    a GPU; the model scales it) and the true widths."""
-    batch, widths = pad_batch(arrays, multiple)
-    return torch.from_numpy(batch), torch.from_numpy(widths)
+    """Right-pad prepared lines to one width (a multiple of `multiple`): (batch, 1, H, W) and true widths.
+
+    Keeps the arrays' dtype: uint8 lines stay uint8 (4x less to copy to a GPU; the model scales them).
+    """
+    widths = [a.shape[1] for a in arrays]
+    width = -(-max(widths) // multiple) * multiple
+    batch = np.zeros((len(arrays), 1, arrays[0].shape[0], width), dtype=arrays[0].dtype)
+    for i, a in enumerate(arrays):
+        batch[i, 0, :, : a.shape[1]] = a
+    return torch.from_numpy(batch), torch.tensor(widths, dtype=torch.long)
 
 
 def greedy_decode(logits: torch.Tensor, lengths: torch.Tensor, positions: bool = False) -> list[tuple]:
     """Best path per line: (label ids, per-label confidence, line confidence 0..1) and, with `positions`, each
-    label's place across the line image; the rules are `lines.decode_best`'s (shared with the ONNX reader). Only
-    the (batch, frames) best labels and their probabilities leave the device."""
+    label's place across the line image (0 = left edge, 1 = right edge; the centre of the frame where its run
+    starts; frames run right to left, see modeling.mirror_within_width).
+
+    A label's confidence is its highest frame probability; the line's is the mean over its labels, or the mean
+    blank probability when nothing was read (an empty line read with certainty scores 1.0). Vectorised over the
+    batch: only (batch, frames) ids and probabilities leave the device.
+    """
     probs, best = logits.float().softmax(-1).max(-1)
-    decoded = decode_best(best.cpu().numpy(), probs.cpu().numpy(), lengths.cpu().numpy())
-    return decoded if positions else [d[:3] for d in decoded]
+    batch, frames = best.shape
+    valid = torch.arange(frames, device=best.device)[None, :] < lengths[:, None].to(best.device)
+    blank = (best == BLANK_ID) & valid
+    blank_conf = ((probs * blank).sum(1) / blank.sum(1).clamp(min=1)).masked_fill(blank.sum(1) == 0, 1.0)
+    previous = torch.nn.functional.pad(best[:, :-1], (1, 0), value=-1)
+    # A run starts where the label changes; dummy runs at each line's first frame and first padding frame keep every
+    # run inside its own line (they are dropped below as padding or blanks).
+    starts = ((best != previous) & valid) | (valid.logical_not() & torch.nn.functional.pad(valid[:, :-1], (1, 0)))
+    starts[:, 0] = True
+    probs, best, valid, starts = (t.cpu().numpy().ravel() for t in (probs, best, valid, starts))
+    blank_conf = blank_conf.cpu().numpy()
+    first = np.flatnonzero(starts)
+    run_conf = np.maximum.reduceat(probs, first) if first.size else np.zeros(0, dtype=probs.dtype)
+    keep = valid[first] & (best[first] != BLANK_ID)
+    ids, confs, line_of = best[first][keep], run_conf[keep].astype(float), first[keep] // frames
+    frame_of = first[keep] % frames
+    line_lengths = lengths.cpu().numpy()
+    bounds = np.searchsorted(line_of, np.arange(batch + 1))
+    out = []
+    for i in range(batch):
+        lo, hi = bounds[i], bounds[i + 1]
+        line_confs = confs[lo:hi].tolist()
+        line = float(np.mean(line_confs)) if line_confs else float(blank_conf[i])
+        if positions:
+            where = (1.0 - (frame_of[lo:hi] + 0.5) / max(int(line_lengths[i]), 1)).round(4).tolist()
+            out.append((ids[lo:hi].tolist(), line_confs, line, where))
+        else:
+            out.append((ids[lo:hi].tolist(), line_confs, line))
+    return out
 
 
 def _fuse_conv_bn(model: CompactOCRModel) -> None:
