@@ -205,8 +205,53 @@ def cuda_card() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
-def gpu_rows(args, card: str, folder: Path) -> None:
+def line_sets(args) -> list[tuple[str, list[bytes]]]:
+    """(label, PNG bytes) per line folder: --line-dirs (folders of */*.png lines), default the shared books' lines."""
+    dirs = [Path(d) for d in args.line_dirs.split(",") if d] if args.line_dirs else [shared_data_dir() / "ocr_gs_print"]
+    out = []
+    for d in dirs:
+        pngs = sorted(d.glob("*/*.png")) or sorted(d.glob("*.png"))
+        blobs = [p.read_bytes() for p in pngs]
+        sizes = [int.from_bytes(b[16:20], "big") * int.from_bytes(b[20:24], "big") for b in blobs[:200]]
+        heights = sorted(int.from_bytes(b[20:24], "big") for b in blobs[:200])
+        out.append((f"{d.parent.name}/{d.name} ({len(blobs)} PNG lines, median height {heights[len(heights) // 2]} px, "
+                    f"{statistics.mean(sizes) / 1e3:.0f} kpx)", blobs))
+    return out
+
+
+def host_feed_rows(args, sets) -> None:
+    """Decode + pack on the host alone (`line_feed.LineFeed`, no model): lines/s in this process (one core) and with
+    worker processes, per decoder; what the host could feed a GPU."""
+    from ocr_assets.models.compact.line_feed import LineFeed, decoder_name
+
+    def rate(blobs, workers, decoder):
+        best = float("inf")
+        for _ in range(2):
+            start, count = time.perf_counter(), 0
+            with LineFeed(blobs, 48, args.gpu_batch, workers=workers, slots=workers // 2 + 6, decoder=decoder) as feed:
+                for batch in feed:
+                    count += len(batch.indices)
+                    feed.release(batch.slot)
+            best = min(best, time.perf_counter() - start)
+        return best, count
+
+    worker_counts = sorted({int(w) for w in args.feed_workers.split(",") if w})
+    for label, base in sets:
+        blobs = (base * (args.feed_lines // len(base) + 1))[: args.feed_lines]
+        for decoder in dict.fromkeys(("pillow", decoder_name("auto"))):
+            for workers in worker_counts:
+                seconds, count = rate(blobs, workers, decoder)
+                row("host feed (decode + pack, no model)",
+                    f"{label}: {decoder}, {'in process' if workers == 0 else f'{workers} workers'}", seconds, count,
+                    "lines/s", f"python benchmarks/speed.py --feed-lines {args.feed_lines} --feed-workers {args.feed_workers}",
+                    per_core=round(count / seconds / max(workers, 1), 1))
+
+
+def gpu_rows(args, card: str, folder: Path, sets) -> None:
+    import io
+
     import torch
+    from PIL import Image
 
     from ocr_assets.models.compact.device_prep import read_encoded
     from ocr_assets.models.compact.lines import prepare_line
@@ -216,17 +261,27 @@ def gpu_rows(args, card: str, folder: Path) -> None:
 
     workers = args.gpu_workers or max(1, (os.cpu_count() or 2) - 1)
     rec = CompactRecognizer.load(shipped_model_dir(), device="cuda")
-    pngs = sorted((shared_data_dir() / "ocr_gs_print").glob("*/*.png"))
-    base = [p.read_bytes() for p in pngs]
-    blobs = (base * (args.gpu_lines // len(base) + 1))[: args.gpu_lines]
-    list(read_encoded(rec, blobs[:4096], batch_size=args.gpu_batch, workers=workers))  # warm-up: kernels, workers
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    count = sum(1 for _ in read_encoded(rec, blobs, batch_size=args.gpu_batch, workers=workers))
-    torch.cuda.synchronize()
-    row("GPU lines", f"ours, PNG bytes -> text, {workers} decode workers, resize on the GPU ({card})",
-        time.perf_counter() - start, count, "lines/s",
-        f"python benchmarks/speed.py --gpu-lines {args.gpu_lines} --gpu-batch {args.gpu_batch}")
+
+    def jpeg(blob: bytes) -> bytes:
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(blob)).convert("L").save(buf, format="JPEG", quality=90)
+        return buf.getvalue()
+
+    base = sets[0][1]
+    for label, lines in sets:
+        encodings = [("PNG", lines)] + ([("JPEG q90", [jpeg(b) for b in lines])] if args.gpu_jpeg else [])
+        for kind, encoded in encodings:
+            blobs = (encoded * (args.gpu_lines // len(encoded) + 1))[: args.gpu_lines]
+            list(read_encoded(rec, blobs[:4096], batch_size=args.gpu_batch, workers=workers))  # warm-up: kernels
+            torch.cuda.synchronize()
+            stats: dict = {}
+            start = time.perf_counter()
+            count = sum(1 for _ in read_encoded(rec, blobs, batch_size=args.gpu_batch, workers=workers, stats=stats))
+            torch.cuda.synchronize()
+            row("GPU lines", f"ours, {label} as {kind} bytes -> text, {workers} decode workers "
+                f"({stats['decoder']}{', nvJPEG' if stats['device_jpeg'] else ''}), resize on the GPU ({card})",
+                time.perf_counter() - start, count, "lines/s",
+                f"python benchmarks/speed.py --gpu-lines {args.gpu_lines} --gpu-batch {args.gpu_batch}")
     # The model (+ CTC decode) alone on prepared lines: what the GPU could do if the host kept up.
     arrays = [prepare_line(b, rec.model.config.input_height) for b in base[:2048]]
     arrays = sorted(arrays, key=lambda a: a.shape[1])
@@ -244,6 +299,8 @@ def gpu_rows(args, card: str, folder: Path) -> None:
         torch.cuda.synchronize()
     row("GPU lines", f"ours, model forward + arg-max alone, prepared lines on the GPU ({card})",
         time.perf_counter() - start, 5 * len(arrays), "lines/s", "same run")
+    if not args.gpu_page_repeat:
+        return
     tiffs = sorted(folder.glob("*.tif")) * args.gpu_page_repeat
     list(ocr_page_files(rec, tiffs[:2], workers=workers))
     start = time.perf_counter()
@@ -293,6 +350,11 @@ def main() -> None:
     ap.add_argument("--gpu-batch", type=int, default=1024)
     ap.add_argument("--gpu-workers", type=int, default=None, help="host decode / segmentation processes (default: cores - 1)")
     ap.add_argument("--gpu-page-repeat", type=int, default=10)
+    ap.add_argument("--gpu-jpeg", action="store_true", help="also the same lines as JPEG (nvJPEG when torchvision is there)")
+    ap.add_argument("--line-dirs", default=None, help="comma list of folders of */*.png lines for the GPU and host-feed "
+                    "rows (default: the shared ocr_gs_print)")
+    ap.add_argument("--feed-lines", type=int, default=0, help="host-feed rows: decode + pack this many lines, no model")
+    ap.add_argument("--feed-workers", default="0,1", help="comma list of worker counts for the host-feed rows")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if shared_data_dir() is None:
@@ -304,13 +366,16 @@ def main() -> None:
         tmp = Path(name)
         if not args.skip_lines:
             tess_s, n = cpu_lines(args, tmp, cli)
-        folder = make_pages(args, tmp) if not args.skip_pages or cuda_card() else None
+        folder = make_pages(args, tmp) if not args.skip_pages or (cuda_card() and args.gpu_page_repeat) else None
         if not args.skip_pages:
             cpu_pages(args, tmp, cli, folder)
         card = cuda_card()
         info["gpu"] = card
+        sets = line_sets(args) if card or args.feed_lines else []
+        if args.feed_lines:
+            host_feed_rows(args, sets)
         if card:
-            gpu_rows(args, card, folder)
+            gpu_rows(args, card, folder, sets)
     info["load_end"] = round(os.getloadavg()[0], 2)
     print(table(info, tess_s, n))
     if args.json:

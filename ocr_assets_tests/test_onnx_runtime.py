@@ -231,6 +231,87 @@ def test_device_preparation_matches_pillow_and_reads_the_same(book_lines):
     assert texts == [r.text for r in reader.recognize(blobs)]
 
 
+def _encodings(image):
+    """One line image in the encodings the feed tells apart: plain grey PNG (fast path), RGB PNG, grey PNG with
+    transparency, 16-bit PNG, grey and colour JPEG, a JPEG rotated by EXIF, a TIFF."""
+    import io
+
+    from PIL import Image
+
+    def save(im, fmt, **kw):
+        buf = io.BytesIO()
+        im.save(buf, format=fmt, **kw)
+        return buf.getvalue()
+
+    rgb = Image.merge("RGB", (image, image.point(lambda v: min(255, v + 20)), image))
+    grey_alpha = image.copy()
+    grey_alpha.info["transparency"] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: the decoded image is taller than wide
+    return [save(image, "PNG"), save(rgb, "PNG"), save(grey_alpha, "PNG", transparency=255),
+            save(Image.fromarray(np.asarray(image).astype(np.uint16) * 257), "PNG"), save(image, "JPEG", quality=92),
+            save(rgb, "JPEG", quality=92), save(image, "JPEG", quality=92, exif=exif.tobytes()),
+            save(image, "TIFF")]
+
+
+def test_line_feed_decodes_whole_batches_into_shared_buffers_as_the_guarded_decoder_does(book_lines):
+    """Forked workers decode chunks of each batch straight into its shared buffer: every line's pixels equal
+    `decode_line_image`'s (any encoding, EXIF rotation included), bad files give the guarded decoder's message,
+    and every line comes back exactly once."""
+    from ocr_assets.data.images import decode_line_image
+    from ocr_assets.errors import ImageRejected
+    from ocr_assets.models.compact.line_feed import OTHER, PLAIN_PNG, LineFeed, decoder_name, probe
+
+    blobs = [b for im, _ in book_lines[:6] for b in _encodings(im)]
+    bad = [b"", b"not an image", blobs[0][:60], _encodings(book_lines[0][0].resize((40, 4)))[0]]
+    assert probe(blobs[0])[2] == PLAIN_PNG and probe(blobs[2])[2] == OTHER and probe(blobs[6])[2] == OTHER
+    for decoder in dict.fromkeys(("pillow", decoder_name("auto"))):
+        for workers in (0, 2):
+            seen = {}
+            with LineFeed(blobs + bad, 48, batch_size=7, workers=workers, slots=3, decoder=decoder,
+                          task_lines=3) as feed:
+                errors = dict(feed.errors)
+                for batch in feed:
+                    errors.update(batch.errors)
+                    assert not batch.device
+                    for k, i in enumerate(batch.indices.tolist()):
+                        h, w, off = int(batch.heights[k]), int(batch.widths[k]), int(batch.offsets[k])
+                        seen[i] = batch.pixels[off : off + h * w].reshape(h, w).copy()
+                    feed.release(batch.slot)
+            assert sorted(seen) == list(range(len(blobs))), (decoder, workers)
+            for i, blob in enumerate(blobs):
+                assert np.array_equal(seen[i], np.asarray(decode_line_image(blob))), (decoder, workers, i)
+            assert sorted(errors) == list(range(len(blobs), len(blobs) + len(bad)))
+            for i, blob in enumerate(bad):
+                with pytest.raises(ImageRejected) as caught:
+                    decode_line_image(blob)
+                assert errors[len(blobs) + i] == f"ImageRejected: {caught.value}"
+
+
+def test_read_encoded_reads_any_encoding_on_the_cpu_and_jpeg_falls_back_to_the_host_without_torchvision(book_lines):
+    """`read_encoded` with forked decode workers reads what `recognize` reads, for every encoding; JPEG lines go to
+    the host decoder when no device decoder is there (no torchvision, or a CPU device)."""
+    import importlib.util
+
+    from ocr_assets.data.images import decode_line_image
+    from ocr_assets.models.compact.device_prep import _device_jpeg, read_encoded
+    from ocr_assets.models.compact.recognizer import CompactRecognizer
+
+    if importlib.util.find_spec("torchvision") is None:
+        assert _device_jpeg() is None
+    blobs = [b for im, _ in book_lines[24:28] for b in _encodings(im)]
+    reader = CompactRecognizer.load(shipped_model_dir(), device="cpu", cpu_precision="fp32")
+    stats: dict = {}
+    got = dict(read_encoded(reader, blobs + [b"\x89PNG\r\n\x1a\n broken"], batch_size=6, workers=2, stats=stats))
+    assert stats["device_jpeg"] is False and stats["workers"] == 2
+    assert sorted(got) == list(range(len(blobs) + 1))
+    assert got[len(blobs)].error and not got[len(blobs)].text
+    # What the guarded decoder gives (EXIF rotation applied; `recognize` on raw bytes does not rotate).
+    expected = reader.recognize([decode_line_image(b) for b in blobs])
+    assert [got[i].text for i in range(len(blobs))] == [r.text for r in expected]
+    assert all(abs(got[i].confidence - r.confidence) < 0.01 for i, r in enumerate(expected))  # pixels within 2 levels
+
+
 def test_load_recognizer_takes_the_runtime_and_refuses_it_for_other_backends(tmp_path):
     from ocr_assets.errors import ConfigError
     from ocr_assets.models.resolve import load_recognizer

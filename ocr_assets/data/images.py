@@ -101,8 +101,11 @@ def _decode(data: bytes, max_pixels: int, min_side: int) -> tuple[Image.Image, b
     try:
         img.seek(0)  # multi-page TIFF: the first page is the line
         img.load()
-        plain = plain and img.getexif().get(_ORIENTATION, 1) == 1
-        gray = to_gray(ImageOps.exif_transpose(img))  # phone photos store rotation in EXIF
+        orientation = img.getexif().get(_ORIENTATION, 1)
+        plain = plain and orientation == 1
+        # Phone photos store rotation in EXIF; without one, exif_transpose would only copy the image (a whole
+        # 18 MP page scan each time).
+        gray = to_gray(ImageOps.exif_transpose(img) if orientation != 1 else img)
     except ImageRejected:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:

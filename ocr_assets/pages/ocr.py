@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import numpy as np
 from PIL import Image
 
-from ocr_assets.models.base import Recognizer
+from ocr_assets.models.base import Recognition, Recognizer
 from ocr_assets.pages.export import PageLine, PageResult, alto_xml, page_xml
 from ocr_assets.pages.segment import LineBox, segment_lines
 
@@ -56,28 +57,53 @@ def ocr_page(recognizer: Recognizer, page: Image.Image, name: str) -> PageResult
 
 @dataclass
 class SegmentedPage:
-    """A page file decoded and segmented (in a worker process): its size, line boxes and full-resolution crops."""
+    """A page file decoded and segmented (in a worker process): its size, line boxes and full-resolution crops, or,
+    with `line_height`, the crops already prepared for a compact recognizer (`lines.prepare_line`: uint8 arrays of
+    that height, or an error message per line), so only small arrays travel back from the worker."""
 
     width: int
     height: int
     boxes: list[LineBox]
-    crops: list[Image.Image]
+    crops: list
 
 
-def segment_page_file(path: str) -> SegmentedPage:
-    """Decode a page file (the guarded decoder: size cap, any mode to 8-bit grey), segment it, cut its lines."""
+def segment_page_file(path: str, line_height: int | None = None) -> SegmentedPage:
+    """Decode a page file (the guarded decoder: size cap, any mode to 8-bit grey), segment it, cut its lines
+    (and prepare them for a compact recognizer reading lines `line_height` px high)."""
     from ocr_assets.data.images import decode_line_image
 
     gray = decode_line_image(Path(path).read_bytes())
     boxes = segment_lines(gray)
-    return SegmentedPage(gray.width, gray.height, boxes, [box.crop(gray) for box in boxes])
+    crops = [box.crop(gray) for box in boxes]
+    if line_height:
+        crops = [_prepared(crop, line_height) for crop in crops]
+    return SegmentedPage(gray.width, gray.height, boxes, crops)
 
 
-def _segment_or_error(path: str) -> SegmentedPage | str:
+def _prepared(crop: Image.Image, line_height: int):
+    from ocr_assets.models.compact.lines import prepare_line
+
     try:
-        return segment_page_file(path)
+        return prepare_line(crop, line_height)
+    except Exception as exc:  # noqa: BLE001 - one bad line gives an error row, as recognize() would
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _segment_or_error(path: str, line_height: int | None = None) -> SegmentedPage | str:
+    try:
+        return segment_page_file(path, line_height)
     except Exception as exc:  # noqa: BLE001 - one bad page must not stop the others
         return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def prepared_line_height(recognizer: Recognizer) -> int | None:
+    """The line height a compact recognizer (ONNX Runtime or torch) reads prepared arrays at; None for others."""
+    if getattr(recognizer, "backend", None) != "compact" or not hasattr(recognizer, "recognize_arrays"):
+        return None
+    height = getattr(recognizer, "input_height", None)
+    if height is None and hasattr(recognizer, "model"):
+        height = getattr(getattr(recognizer.model, "config", None), "input_height", None)
+    return int(height) if height else None
 
 
 def ocr_page_files(recognizer: Recognizer, paths: Sequence[Path], workers: int | None = None,
@@ -88,7 +114,7 @@ def ocr_page_files(recognizer: Recognizer, paths: Sequence[Path], workers: int |
     # Default: one per core, at most one per page and 16 (each worker holds numpy/scipy, ~100 MB).
     workers = min(os.cpu_count() or 1, len(paths), MAX_WORKERS) if workers is None else workers
     if workers <= 0 or len(paths) == 1:
-        segmented: Iterator = (_segment_or_error(str(p)) for p in paths)
+        segmented: Iterator = (_segment_or_error(str(p)) for p in paths)  # the recognizer prepares (its threads)
         yield from _read_segmented(recognizer, paths, segmented, pages_per_read, batch_size)
         return
     import multiprocessing
@@ -96,7 +122,10 @@ def ocr_page_files(recognizer: Recognizer, paths: Sequence[Path], workers: int |
     # spawn, not fork: the parent holds ONNX Runtime / torch thread pools that a forked child would inherit broken.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         ahead = 2 * workers + pages_per_read  # bounded, so segmented pages never pile up in memory
-        pending: deque[Future] = deque(pool.submit(_segment_or_error, str(p)) for p in paths[:ahead])
+        # Workers also prepare the lines for a compact recognizer: the resize runs beside the model, and 48 px
+        # arrays instead of full-resolution crops come back through the pipe.
+        height = prepared_line_height(recognizer)
+        pending: deque[Future] = deque(pool.submit(_segment_or_error, str(p), height) for p in paths[:ahead])
         queued = len(pending)
 
         def results() -> Iterator:
@@ -104,7 +133,7 @@ def ocr_page_files(recognizer: Recognizer, paths: Sequence[Path], workers: int |
             while pending:
                 done = pending.popleft().result()
                 if queued < len(paths):
-                    pending.append(pool.submit(_segment_or_error, str(paths[queued])))
+                    pending.append(pool.submit(_segment_or_error, str(paths[queued]), height))
                     queued += 1
                 yield done
 
@@ -126,7 +155,13 @@ def _read_segmented(recognizer: Recognizer, paths: Sequence[Path], segmented: It
 def _read_group(recognizer: Recognizer, group: list, batch_size: int) -> Iterator[tuple[Path, PageResult | str]]:
     crops = [crop for _, page in group if not isinstance(page, str) for crop in page.crops]
     try:
-        reads = iter(recognizer.recognize(crops, batch_size=batch_size) if crops else [])
+        if crops and not isinstance(crops[0], Image.Image):  # prepared in the worker (arrays or error messages)
+            good = [c for c in crops if isinstance(c, np.ndarray)]
+            read = iter(recognizer.recognize_arrays(good, batch_size=batch_size) if good else [])
+            reads = iter([next(read) if isinstance(c, np.ndarray) else Recognition(text="", confidence=0.0, error=c)
+                          for c in crops])
+        else:
+            reads = iter(recognizer.recognize(crops, batch_size=batch_size) if crops else [])
     except Exception as exc:  # noqa: BLE001 - reported for each page of the group, the next group goes on
         message = " ".join(str(exc).split()) or type(exc).__name__
         for path, _ in group:

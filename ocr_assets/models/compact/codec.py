@@ -108,7 +108,8 @@ class Codec:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of already-collapsed label ids; blanks are skipped, <unk> becomes U+FFFD."""
-        return "".join(self._chars[i] for i in ids if i != BLANK_ID)
+        chars = self._chars
+        return "".join([chars[i] for i in ids if i != BLANK_ID])
 
     def missing(self, texts: Iterable[str]) -> list[str]:
         """Characters of the texts that have no label yet, most frequent first."""

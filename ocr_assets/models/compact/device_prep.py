@@ -1,6 +1,8 @@
-"""Line preparation on the GPU for batched reading (issue 14): the host only decodes PNG/JPEG/TIFF bytes to 8-bit
-grey (worker processes); resizing to the model's height and the ink lookup table run on the device for a whole
-batch in a few kernels, from one pinned host buffer copied on a side stream while the previous batch computes.
+"""Line preparation on the GPU for batched reading (issue 14): the host only decodes PNG/TIFF bytes to 8-bit grey
+(forked worker processes writing whole batches into shared, page-locked buffers: `line_feed`), JPEG lines can be
+decoded by nvJPEG on the device; resizing to the model's height and the ink lookup table run on the device for a
+whole batch in a few kernels (one gather unpacks the batch's flat buffer), copied on a side stream while the
+previous batch computes.
 
 `prepare_batch` reproduces `lines.prepare_line` (Pillow's antialiased BILINEAR resize, horizontal pass then
 vertical with 8-bit rounding in between, then the per-line histogram stretch): on the CPU its lines agree with
@@ -10,7 +12,6 @@ Runs on any torch device; `read_encoded` is the end-to-end path `benchmarks/spee
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Iterator, Sequence
 
@@ -18,7 +19,8 @@ import numpy as np
 import torch
 
 from ocr_assets.models.base import Recognition
-from ocr_assets.models.compact.lines import MAX_WIDTH_PER_HEIGHT, PAD_MULTIPLE, width_batches
+from ocr_assets.models.compact.line_feed import target_width  # noqa: F401 - the prepared width, for callers
+from ocr_assets.models.compact.lines import MAX_WIDTH_PER_HEIGHT, PAD_MULTIPLE
 
 CHUNK = 128  # lines resized at once (bounds the gather's memory: chunk x height x width x taps)
 
@@ -30,16 +32,12 @@ def decode_gray(blob: bytes) -> np.ndarray:
     return np.asarray(decode_line_image(blob))
 
 
-def target_width(w: int, h: int, height: int) -> int:
-    """The prepared width, exactly as `prepare_line` computes it."""
-    return min(max(1, round(w * height / h)), height * MAX_WIDTH_PER_HEIGHT)
-
-
-def _taps(in_sizes: torch.Tensor, out_sizes: torch.Tensor, out_max: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pillow's antialiased bilinear coefficients per line: (index, weight), each (lines, out_max, taps)."""
+def _taps(in_sizes: torch.Tensor, out_sizes: torch.Tensor, out_max: int, taps: int, in_max: int
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pillow's antialiased bilinear coefficients per line: (index, weight), each (lines, out_max, taps). `taps` and
+    `in_max` come from the host (`_tap_count`), so nothing here waits for the device."""
     scale = in_sizes.double() / out_sizes.double()
     support = scale.clamp(min=1.0)  # the triangle filter (support 1) widened by the reduction
-    taps = int(math.ceil(2 * float(support.max()))) + 2
     o = torch.arange(out_max, device=in_sizes.device, dtype=torch.float64)
     center = (o[None, :] + 0.5) * scale[:, None]
     start = torch.floor(center - support[:, None] + 0.5).clamp(min=0)
@@ -48,7 +46,13 @@ def _taps(in_sizes: torch.Tensor, out_sizes: torch.Tensor, out_max: int) -> tupl
     valid = (index < in_sizes[:, None, None]) & (o[None, :, None] < out_sizes[:, None, None])
     weight = weight * valid
     weight = weight / weight.sum(-1, keepdim=True).clamp(min=1e-12)
-    return index.long().clamp(max=int(in_sizes.max()) - 1), weight.float()
+    return index.long().clamp(max=in_max - 1), weight.float()
+
+
+def _tap_count(in_sizes: np.ndarray, out_sizes: np.ndarray) -> int:
+    """Taps of the widest filter among these lines (host arithmetic, the same doubles as `_taps`)."""
+    support = np.maximum(in_sizes.astype(np.float64) / out_sizes.astype(np.float64), 1.0)
+    return int(math.ceil(2 * float(support.max()))) + 2
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -76,116 +80,197 @@ def ink_luts(counts: torch.Tensor) -> torch.Tensor:
 def prepare_batch(images: Sequence[torch.Tensor], height: int, multiple: int = PAD_MULTIPLE
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(h, w) uint8 grey lines on one device -> (lines, 1, height, W) uint8 prepared lines and their widths."""
-    device = images[0].device
-    sizes = [(int(im.shape[0]), int(im.shape[1])) for im in images]
-    widths = [target_width(w, h, height) for h, w in sizes]
-    out_w = -(-max(widths) // multiple) * multiple
-    batch = torch.zeros((len(images), 1, height, out_w), dtype=torch.uint8, device=device)
-    for lo in range(0, len(images), CHUNK):
-        part = images[lo : lo + CHUNK]
-        hs = torch.tensor([s[0] for s in sizes[lo : lo + CHUNK]], device=device)
-        ws = torch.tensor([s[1] for s in sizes[lo : lo + CHUNK]], device=device)
-        nw = torch.tensor(widths[lo : lo + CHUNK], device=device)
-        h_max, w_max, n = int(hs.max()), int(ws.max()), len(part)
-        raw = torch.zeros((n, h_max, w_max), dtype=torch.float32, device=device)
-        for i, im in enumerate(part):
-            raw[i, : im.shape[0], : im.shape[1]] = im
-        rows = torch.arange(n, device=device)
+    heights = np.array([int(im.shape[0]) for im in images], dtype=np.int64)
+    widths = np.array([int(im.shape[1]) for im in images], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(heights * widths)[:-1]]).astype(np.int64)
+    flat = torch.cat([im.reshape(-1) for im in images])
+    return prepare_flat(flat, offsets, heights, widths, height, multiple)
+
+
+def prepare_flat(flat: torch.Tensor, offsets: np.ndarray, heights: np.ndarray, widths: np.ndarray, height: int,
+                 multiple: int = PAD_MULTIPLE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lines stored one after another in `flat` (uint8 on the device; line k: heights[k] x widths[k] pixels from
+    offsets[k], sizes on the host) -> (lines, 1, height, W) uint8 prepared lines and their widths on the device.
+    Unpacked by one gather per chunk of lines; sizes known on the host, so no step waits for the device."""
+    device = flat.device
+    n = len(offsets)
+    new_w = np.minimum(np.maximum(1, np.round(widths * height / heights)), height * MAX_WIDTH_PER_HEIGHT).astype(np.int64)
+    out_w = -(-int(new_w.max()) // multiple) * multiple
+    batch = torch.empty((n, 1, height, out_w), dtype=torch.uint8, device=device)
+    sizes = torch.from_numpy(np.stack([offsets, heights, widths, new_w]).astype(np.int64)).to(device, non_blocking=True)
+    for lo in range(0, n, CHUNK):
+        hi = min(lo + CHUNK, n)
+        off, hs, ws, nw = sizes[:, lo:hi]
+        h_max, w_max, m = int(heights[lo:hi].max()), int(widths[lo:hi].max()), hi - lo
+        y = torch.arange(h_max, device=device)
+        x = torch.arange(w_max, device=device)
+        inside = (y[None, :, None] < hs[:, None, None]) & (x[None, None, :] < ws[:, None, None])
+        where = off[:, None, None] + y[None, :, None] * ws[:, None, None] + x[None, None, :]
+        raw = (flat[torch.where(inside, where, 0)] * inside).float()  # (m, h_max, w_max), zero outside each line
+        rows = torch.arange(m, device=device)
         # Horizontal pass (Pillow does it first), rounded to 8 bits as Pillow's intermediate image is.
-        idx, wgt = _taps(ws, nw, out_w)
+        idx, wgt = _taps(ws, nw, out_w, _tap_count(widths[lo:hi], new_w[lo:hi]), w_max)
         wide = _to_uint8(torch.einsum("nhok,nok->nho", raw[rows[:, None, None], :, idx].permute(0, 3, 1, 2), wgt))
         # Vertical pass to the model's height.
-        idx, wgt = _taps(hs, torch.full_like(hs, height), height)
+        idx, wgt = _taps(hs, torch.full_like(hs, height), height,
+                         _tap_count(heights[lo:hi], np.full(m, height)), h_max)
         lines = _to_uint8(torch.einsum("nokw,nok->now", wide[rows[:, None, None], idx, :], wgt)).to(torch.uint8)
-        valid = torch.arange(out_w, device=device)[None, None, :] < nw[:, None, None]
-        flat = (lines.long() + 256 * rows[:, None, None]).masked_select(valid.expand_as(lines))
-        counts = torch.bincount(flat, minlength=256 * n).view(n, 256)
-        lut = ink_luts(counts)
-        mapped = torch.gather(lut, 1, lines.long().view(n, -1)).view_as(lines) * valid
-        batch[lo : lo + n, 0] = mapped
-    return batch, torch.tensor(widths, dtype=torch.long, device=device)
+        valid = (torch.arange(out_w, device=device)[None, None, :] < nw[:, None, None]).expand_as(lines)
+        # Per-line histograms of the prepared pixels (padding left out) without a data-dependent size.
+        keys = (lines.long() + 256 * rows[:, None, None]).reshape(-1)
+        counts = torch.zeros(256 * m, dtype=torch.long, device=device).scatter_add_(0, keys, valid.reshape(-1).long())
+        lut = ink_luts(counts.view(m, 256))
+        mapped = torch.gather(lut, 1, lines.long().view(m, -1)).view_as(lines) * valid
+        batch[lo:hi, 0] = mapped
+    return batch, sizes[3].clone()
 
 
 # --- end to end: encoded bytes -> text ---------------------------------------------------------------------
 
 
-class _Decoded(torch.utils.data.Dataset):
-    def __init__(self, blobs: Sequence[bytes]):
-        self.blobs = blobs
-
-    def __len__(self) -> int:
-        return len(self.blobs)
-
-    def __getitem__(self, i: int):
-        try:
-            return i, decode_gray(self.blobs[i]), None
-        except Exception as exc:  # noqa: BLE001 - one bad image gives an error row
-            return i, None, f"{type(exc).__name__}: {exc}"
-
-
-def _pack(items):
-    """Worker side: one flat uint8 buffer (pinned by the loader) and the lines' shapes."""
-    good = [(i, a) for i, a, _ in items if a is not None]
-    flat = torch.from_numpy(np.concatenate([a.ravel() for _, a in good])) if good else torch.zeros(0, dtype=torch.uint8)
-    shapes = [a.shape for _, a in good]
-    return [i for i, _ in good], flat, shapes, [(i, e) for i, _, e in items if e is not None]
-
-
-def _header_width(blob: bytes, height: int) -> int:
-    from PIL import Image
-
+def _device_jpeg():
+    """torchvision's batched nvJPEG decoder, or None (no torchvision, or one without CUDA decoding)."""
     try:
-        w, h = Image.open(io.BytesIO(blob)).size
-        return target_width(w, h, height)
-    except Exception:  # noqa: BLE001 - decoded (and reported) by a worker later
-        return 1
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except Exception:  # noqa: BLE001 - not installed, or a build that does not import: JPEG lines decode on the host
+        return None
+    return lambda tensors, device: decode_jpeg(tensors, mode=ImageReadMode.GRAY, device=device)
+
+
+def _register(views: list[np.ndarray]) -> list[np.ndarray]:
+    """Page-lock the feed's shared buffers so copies to the GPU run asynchronously from them; those it could not."""
+    import os
+
+    if os.environ.get("OCR_ASSETS_PIN_FEED", "1") == "0":
+        return list(views)
+    cudart = torch.cuda.cudart()
+    failed = []
+    for v in views:
+        if v.nbytes and int(cudart.cudaHostRegister(v.ctypes.data, v.nbytes, 0)) != 0:
+            failed.append(v)
+            clear = getattr(cudart, "cudaGetLastError", None)  # a failed call must not surface in a later kernel check
+            if clear is not None:
+                clear()
+    return failed
+
+
+def _unregister(views: list[np.ndarray], failed: list[np.ndarray]) -> None:
+    cudart = torch.cuda.cudart()
+    for v in views:
+        if v.nbytes and not any(v is f for f in failed):
+            cudart.cudaHostUnregister(v.ctypes.data)
+
+
+def _decode_jpegs_on_device(jpeg, items: list[tuple[int, bytes]], device) -> tuple[list[torch.Tensor], list[str | None]]:
+    """nvJPEG for a batch's JPEG lines; a batch the device decoder refuses is decoded on the host instead."""
+    tensors = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for _, blob in items]
+    try:
+        return [im[0] for im in jpeg(tensors, device)], [None] * len(items)
+    except Exception:  # noqa: BLE001 - e.g. a JPEG variant nvJPEG does not take: Pillow, one by one
+        out, errors = [], []
+        for _, blob in items:
+            try:
+                out.append(torch.from_numpy(decode_gray(blob)).to(device))
+                errors.append(None)
+            except Exception as exc:  # noqa: BLE001
+                out.append(None)
+                errors.append(f"{type(exc).__name__}: {exc}")
+        return out, errors
 
 
 def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, workers: int = 8,
-                 prefetch: int = 4) -> Iterator[tuple[int, Recognition]]:
-    """(index, Recognition) for every encoded line image, in batch order, with a torch CompactRecognizer on any
-    device: worker processes decode, the device prepares and reads; batches group similar prepared widths (from
-    the image headers), the next batch's copy runs on a side stream while the current one computes."""
-    from ocr_assets.models.compact.recognizer import greedy_decode
+                 prefetch: int = 4, decoder: str = "auto", device_jpeg: bool | None = None,
+                 stats: dict | None = None) -> Iterator[tuple[int, Recognition]]:
+    """(index, Recognition) for every encoded line image (PNG, JPEG, TIFF, ...), in batch order (errors first), with
+    a torch CompactRecognizer on any device.
+
+    `line_feed.LineFeed` reads the headers, groups lines of similar prepared widths into batches and has `workers`
+    forked processes decode them into shared buffers (page-locked on CUDA); the device copies a batch on a side
+    stream, unpacks and prepares it (`prepare_flat`), reads it and sends back only each frame's best label and its
+    probability, while the host already launches the next batch and turns the previous one into text.
+    JPEG lines are decoded on the GPU by nvJPEG when torchvision is there (`device_jpeg`, default: on CUDA) —
+    within a grey level or two of Pillow's decoder; everything else is Pillow's (or OpenCV's, identical) pixels.
+    `stats`, when given, receives the feed's decoder and timings."""
+    from ocr_assets.models.compact.line_feed import JPEG, LineFeed
 
     device = torch.device(recognizer.device)
     height = recognizer.model.config.input_height
-    widths = [_header_width(b, height) for b in blobs]
-    batches = width_batches(widths, batch_size, waste=0.15)
-    loader = torch.utils.data.DataLoader(
-        _Decoded(blobs), batch_sampler=batches, num_workers=workers, collate_fn=_pack,
-        pin_memory=device.type == "cuda", prefetch_factor=prefetch if workers else None)
+    cuda = device.type == "cuda"
+    jpeg = _device_jpeg() if (cuda and device_jpeg is not False) else None
+    feed = LineFeed(blobs, height, batch_size, workers=workers, slots=prefetch + 2,
+                    device_kinds=(JPEG,) if jpeg else (), decoder=decoder)
+    if stats is not None:
+        stats.update(decoder=feed.decoder, device_jpeg=bool(jpeg), batches=len(feed.batches), workers=feed.workers)
     runner = recognizer._inference_model()
-    copy_stream = torch.cuda.Stream() if device.type == "cuda" else None
-
-    def upload(item):
-        idx, flat, shapes, errors = item
-        if copy_stream is None:
-            return idx, flat.to(device), shapes, errors
-        with torch.cuda.stream(copy_stream):
-            on_device = flat.to(device, non_blocking=True)
-        return idx, on_device, shapes, errors
-
-    loaded = iter(loader)
-    nxt = next(loaded, None)
-    nxt = upload(nxt) if nxt is not None else None
-    with torch.inference_mode(), recognizer._autocast():
-        while nxt is not None:
-            idx, flat, shapes, errors = nxt
-            if copy_stream is not None:
-                torch.cuda.current_stream().wait_stream(copy_stream)
-                flat.record_stream(torch.cuda.current_stream())  # copied on the side stream, read on this one
-            following = next(loaded, None)
-            nxt = upload(following) if following is not None else None  # overlaps with the work below
-            for i, message in errors:
+    copy_stream = torch.cuda.Stream(device) if cuda else None
+    with feed:
+        failed = _register(feed.views) if cuda else []
+        try:
+            for i, message in feed.errors:
                 yield i, Recognition(text="", confidence=0.0, error=message)
-            if not idx:
-                continue
-            offsets = np.cumsum([0] + [h * w for h, w in shapes])
-            images = [flat[offsets[k] : offsets[k + 1]].view(h, w) for k, (h, w) in enumerate(shapes)]
-            with torch.autocast(device.type, enabled=False):  # the resize sums 8-bit values: full precision
-                pixels, lengths = prepare_batch(images, height)
-            out = runner(pixels, lengths)
-            for i, (ids, confs, line, where) in zip(idx, greedy_decode(out.logits, out.output_lengths, positions=True)):
-                yield i, Recognition(text=recognizer.codec.decode(ids), confidence=line, char_confidences=confs,
-                                     char_positions=where)
+            previous = None
+            with torch.inference_mode(), recognizer._autocast():
+                for batch in feed:
+                    for i, message in batch.errors:
+                        yield i, Recognition(text="", confidence=0.0, error=message)
+                    launched = _launch(recognizer, runner, batch, height, device, copy_stream, jpeg)
+                    if previous is not None:
+                        yield from _finish(recognizer, feed, previous)
+                    previous = launched
+                if previous is not None:
+                    yield from _finish(recognizer, feed, previous)
+        finally:
+            if cuda:
+                torch.cuda.synchronize(device)
+                _unregister(feed.views, failed)
+
+
+def _launch(recognizer, runner, batch, height: int, device, copy_stream, jpeg):
+    """Queue a batch's copy, preparation and reading on the device; nothing here waits for it."""
+    if copy_stream is not None:
+        with torch.cuda.stream(copy_stream):
+            flat = torch.from_numpy(batch.pixels).to(device, non_blocking=True)
+        torch.cuda.current_stream(device).wait_stream(copy_stream)
+        flat.record_stream(torch.cuda.current_stream(device))
+    else:
+        flat = torch.from_numpy(batch.pixels).to(device)
+    errors: dict[int, str] = {}
+    keep = np.ones(len(batch.indices), dtype=bool)
+    if batch.device:  # JPEG lines: nvJPEG, appended after the host lines in the order of their offsets
+        decoded, messages = _decode_jpegs_on_device(jpeg, batch.device, device)
+        parts = [flat]
+        for (k, _), im, message in zip(batch.device, decoded, messages):
+            size = int(batch.heights[k] * batch.widths[k])
+            if message is not None or im.numel() != size:  # keeps its place (offsets), read as blank, reported
+                errors[int(batch.indices[k])] = message or "ImageRejected: decoded size differs from the header"
+                keep[k] = False
+                im = torch.zeros(size, dtype=torch.uint8, device=device)
+            parts.append(im.reshape(-1))
+        flat = torch.cat(parts)
+    with torch.autocast(device.type, enabled=False):  # the resize sums 8-bit values: full precision
+        pixels, lengths = prepare_flat(flat, batch.offsets, batch.heights, batch.widths, height)
+    out = runner(pixels, lengths)
+    probs, best = out.logits.float().softmax(-1).max(-1)
+    host, done = [best, probs, out.output_lengths], None
+    if copy_stream is not None:  # into page-locked memory, so the copies queue behind the batch without waiting
+        host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True) for t in host]
+        done = torch.cuda.Event()
+        done.record()
+    return batch, host, done, errors, keep
+
+
+def _finish(recognizer, feed, launched) -> Iterator[tuple[int, Recognition]]:
+    """Wait for a launched batch, give its buffer back to the feed and turn its labels into text."""
+    from ocr_assets.models.compact.lines import decode_best
+
+    batch, (best, probs, lengths), done, errors, keep = launched
+    if done is not None:
+        done.synchronize()
+    feed.release(batch.slot)
+    decode = recognizer.codec.decode
+    reads = decode_best(best.numpy(), probs.numpy(), lengths.numpy())
+    for i, ok, (ids, confs, line, where) in zip(batch.indices.tolist(), keep.tolist(), reads):
+        if not ok:
+            yield i, Recognition(text="", confidence=0.0, error=errors[i])
+        else:
+            yield i, Recognition(text=decode(ids), confidence=line, char_confidences=confs, char_positions=where)

@@ -122,11 +122,10 @@ def decode_best(best: np.ndarray, probs: np.ndarray, lengths: np.ndarray) -> lis
     ids, confs, line_of = best[first][keep], run_conf[keep].astype(float), first[keep] // frames
     frame_of = first[keep] % frames
     bounds = np.searchsorted(line_of, np.arange(batch + 1))
-    out = []
-    for i in range(batch):
-        lo, hi = bounds[i], bounds[i + 1]
-        line_confs = confs[lo:hi].tolist()
-        line = float(np.mean(line_confs)) if line_confs else float(blank_conf[i])
-        where = (1.0 - (frame_of[lo:hi] + 0.5) / max(int(lengths[i]), 1)).round(4).tolist()
-        out.append((ids[lo:hi].tolist(), line_confs, line, where))
-    return out
+    # Whole-batch arithmetic, then per line only list slices (the per-line numpy calls cost ~20 us a line).
+    counts = np.diff(bounds)
+    means = np.bincount(line_of, weights=confs, minlength=batch) / np.maximum(counts, 1)
+    line_conf = np.where(counts > 0, means, blank_conf).tolist()
+    where = (1.0 - (frame_of + 0.5) / np.maximum(np.asarray(lengths)[line_of], 1)).round(4).tolist()
+    ids, confs, b = ids.tolist(), confs.tolist(), bounds.tolist()
+    return [(ids[b[i] : b[i + 1]], confs[b[i] : b[i + 1]], line_conf[i], where[b[i] : b[i + 1]]) for i in range(batch)]

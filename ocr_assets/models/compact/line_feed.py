@@ -1,0 +1,324 @@
+"""Host side of the batched line path (issue 14): encoded line images -> one flat uint8 buffer per batch, decoded by
+worker processes straight into shared memory. No torch here (the workers never import it).
+
+Per line the main process only reads the image header (PNG's IHDR and chunk list, JPEG's SOF marker, a few
+microseconds, Pillow's header parser for anything else), checks the size caps of `data.images` on it, and places the
+line in its batch (`lines.width_batches` on the prepared widths) at an offset of its batch's buffer. Workers (forked,
+so they inherit the encoded bytes and the buffers; nothing per line is pickled) decode chunks of a batch's lines into
+their offsets: plain 8-bit grey PNGs (no transparency, no EXIF) with OpenCV when it is installed, else Pillow, both
+lossless, so the pixels equal `data.images.decode_line_image`'s; every other image goes through
+`decode_line_image` itself (any mode, 16-bit, transparency, EXIF rotation, corrupt files reported with the same
+messages). JPEG lines can be left undecoded for the consumer (`device_kinds`: nvJPEG on a GPU, `device_prep`).
+
+A batch's buffer is one of a few anonymous shared mappings reused in turn; the consumer gives it back with
+`release` once it has copied it (to a GPU: after the copy has finished).
+"""
+
+from __future__ import annotations
+
+import io
+import mmap
+import multiprocessing
+import os
+import struct
+import warnings
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ocr_assets.models.compact.lines import MAX_WIDTH_PER_HEIGHT, PAD_MULTIPLE, width_batches
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PLAIN_PNG, JPEG, OTHER = 0, 1, 2  # line kinds: the fast lossless path, JPEG (host or device), the guarded decoder
+_NOT_PLAIN_CHUNKS = (b"tRNS", b"eXIf", b"PLTE")  # transparency, EXIF orientation, palette: decode_line_image's work
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+TASK_LINES = 128  # lines per worker task: a batch is decoded by several workers at once
+
+
+def target_width(w: int, h: int, height: int) -> int:
+    """The prepared width, exactly as `lines.prepare_line` computes it."""
+    return min(max(1, round(w * height / h)), height * MAX_WIDTH_PER_HEIGHT)
+
+
+def _jpeg_header(blob: bytes) -> tuple[int, int, int, bool] | None:
+    """(width, height, components, rotated by EXIF) from a JPEG's markers, or None when they cannot be read."""
+    pos, size, rotated = 2, len(blob), False
+    while pos + 4 <= size:
+        if blob[pos] != 0xFF:
+            return None
+        marker = blob[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        (length,) = struct.unpack_from(">H", blob, pos + 2)
+        if marker == 0xE1 and blob[pos + 4 : pos + 10] == b"Exif\x00\x00":
+            rotated = _exif_orientation(blob[pos + 10 : pos + 2 + length]) not in (None, 1)
+        elif marker in _JPEG_SOF:
+            if pos + 10 > size:
+                return None
+            h, w = struct.unpack_from(">HH", blob, pos + 5)
+            return w, h, blob[pos + 9], rotated
+        elif marker in (0xDA, 0xD9):  # scan data before any frame header
+            return None
+        pos += 2 + length
+    return None
+
+
+def _exif_orientation(tiff: bytes) -> int | None:
+    try:
+        order = {b"II": "<", b"MM": ">"}[tiff[:2]]
+        (ifd,) = struct.unpack_from(order + "I", tiff, 4)
+        (count,) = struct.unpack_from(order + "H", tiff, ifd)
+        for k in range(count):
+            tag, _, _, value = struct.unpack_from(order + "HHIH", tiff, ifd + 2 + 12 * k)
+            if tag == 0x0112:
+                return value
+    except (KeyError, struct.error):
+        return None
+    return None
+
+
+def probe(blob: bytes) -> tuple[int, int, int]:
+    """(width, height, kind) of an encoded line from its header alone; raises ImageRejected as the guarded decoder
+    would (empty, not an image, over the size cap, too small)."""
+    from ocr_assets.data import images
+
+    if blob[:8] == PNG_SIGNATURE and len(blob) >= 33 and blob[12:16] == b"IHDR":
+        w, h = struct.unpack_from(">II", blob, 16)
+        kind = PLAIN_PNG if blob[24] == 8 and blob[25] == 0 else OTHER  # 8-bit, colour type 0 (grey)
+        pos = 33
+        while kind == PLAIN_PNG and pos + 8 <= len(blob):
+            (length,) = struct.unpack_from(">I", blob, pos)
+            name = blob[pos + 4 : pos + 8]
+            if name == b"IDAT":
+                break
+            if name in _NOT_PLAIN_CHUNKS:
+                kind = OTHER
+            pos += 12 + length
+        images._check_size(SimpleNamespace(size=(w, h)), images.MAX_PIXELS, images.MIN_SIDE)
+        return w, h, kind
+    if blob[:3] == b"\xff\xd8\xff":
+        header = _jpeg_header(blob)
+        if header is not None:
+            w, h, components, rotated = header
+            images._check_size(SimpleNamespace(size=(w, h)), images.MAX_PIXELS, images.MIN_SIDE)
+            return w, h, (JPEG if components in (1, 3) and not rotated else OTHER)
+    image = images._open_header(blob)
+    images._check_size(image, images.MAX_PIXELS, images.MIN_SIDE)
+    w, h = image.size
+    return w, h, OTHER
+
+
+# --- decoding (worker side) --------------------------------------------------------------------------------
+
+
+def _cv2():
+    try:
+        import cv2  # noqa: PLC0415 - optional, present on GPU images
+
+        cv2.setNumThreads(1)
+        return cv2
+    except Exception:  # noqa: BLE001 - not installed, or a broken build: Pillow does it
+        return None
+
+
+def decoder_name(choice: str = "auto") -> str:
+    """Which decoder reads plain grey PNGs: 'cv2' (OpenCV's libpng, ~2x Pillow) when installed, else 'pillow'."""
+    choice = choice or "auto"
+    if choice not in ("auto", "cv2", "pillow"):
+        raise ValueError(f"decoder must be auto, cv2 or pillow; got {choice!r}")
+    if choice == "auto":
+        choice = os.environ.get("OCR_ASSETS_LINE_DECODER", "auto") or "auto"
+    if choice in ("auto", "cv2"):
+        return "cv2" if _cv2() is not None else "pillow"
+    return "pillow"
+
+
+def decode_into(blob: bytes, kind: int, out: np.ndarray, decoder: str = "pillow") -> tuple[int, int]:
+    """Decode one line into `out` (a flat uint8 array of exactly height x width from its header): the 8-bit grey
+    pixels `decode_line_image` gives. Returns the decoded (height, width) (EXIF rotation swaps them)."""
+    from ocr_assets.data.images import decode_line_image
+    from ocr_assets.errors import ImageRejected
+
+    pixels = None
+    if kind == PLAIN_PNG:
+        if decoder == "cv2":
+            cv2 = _cv2()
+            pixels = cv2.imdecode(np.frombuffer(blob, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+            if pixels is not None and (pixels.dtype != np.uint8 or pixels.ndim != 2):
+                pixels = None
+        else:
+            from PIL import Image
+
+            try:
+                image = Image.open(io.BytesIO(blob))
+                if image.mode == "L":
+                    image.load()
+                    pixels = np.asarray(image)
+            except Exception:  # noqa: BLE001 - the guarded decoder below gives the reason
+                pixels = None
+    if pixels is None:  # any other image, or a PNG the fast path refused: the guarded decoder and its messages
+        pixels = np.asarray(decode_line_image(blob))
+    if pixels.size != out.size:
+        raise ImageRejected(f"decoded image is {pixels.shape[1]}x{pixels.shape[0]}, its header said "
+                            f"{out.size} pixels; re-export the image")
+    out[:] = pixels.reshape(-1)
+    return int(pixels.shape[0]), int(pixels.shape[1])
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(blobs, kinds, buffers, decoder) -> None:
+    _WORKER.update(blobs=blobs, kinds=kinds, buffers=buffers, decoder=decoder)
+
+
+def _decode_task(slot: int, indices: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> tuple[list, list]:
+    """Decode lines `indices` into buffer `slot` at `offsets`: (errors [(index, message)], shapes [(h, w)])."""
+    blobs, kinds, decoder = _WORKER["blobs"], _WORKER["kinds"], _WORKER["decoder"]
+    buffer = np.frombuffer(_WORKER["buffers"][slot], dtype=np.uint8)
+    errors, shapes = [], []
+    for i, off, n in zip(indices.tolist(), offsets.tolist(), sizes.tolist()):
+        try:
+            shapes.append(decode_into(blobs[i], int(kinds[i]), buffer[off : off + n], decoder))
+        except Exception as exc:  # noqa: BLE001 - one bad image gives an error row
+            errors.append((i, f"{type(exc).__name__}: {exc}"))
+            shapes.append((0, 0))
+    return errors, shapes
+
+
+# --- the feed (main process) --------------------------------------------------------------------------------
+
+
+@dataclass
+class FeedBatch:
+    """One batch, decoded: lines `indices` (into the blobs) with their decoded sizes, host lines' pixels at
+    `offsets` of `pixels` (a view of shared buffer `slot`), `device` lines (JPEG left to the consumer) after them:
+    their offsets continue past `host_bytes`. `errors`: (index, message) of lines that failed (not in indices)."""
+
+    slot: int
+    indices: np.ndarray
+    heights: np.ndarray
+    widths: np.ndarray
+    offsets: np.ndarray
+    pixels: np.ndarray
+    host_bytes: int
+    device: list[tuple[int, bytes]] = field(default_factory=list)  # (position in the batch, encoded bytes)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+class LineFeed:
+    """Batches of decoded lines from encoded bytes, in order. `workers` processes (0: in this process) decode
+    ahead into `slots` reusable shared buffers; lines whose kind is in `device_kinds` stay encoded for the
+    consumer. Use as a context manager; call `release(batch.slot)` when a batch's pixels have been consumed."""
+
+    def __init__(self, blobs: Sequence[bytes], height: int, batch_size: int = 1024, workers: int = 0,
+                 slots: int = 6, device_kinds: Sequence[int] = (), decoder: str = "auto", waste: float = 0.15,
+                 multiple: int = PAD_MULTIPLE, task_lines: int = TASK_LINES):
+        self.blobs = blobs
+        self.decoder = decoder_name(decoder)
+        self.errors: list[tuple[int, str]] = []
+        n = len(blobs)
+        self.w = np.zeros(n, dtype=np.int64)
+        self.h = np.zeros(n, dtype=np.int64)
+        self.kinds = np.full(n, -1, dtype=np.int8)
+        good, prepared = [], []
+        for i, blob in enumerate(blobs):
+            try:
+                w, h, kind = probe(bytes(blob) if not isinstance(blob, bytes) else blob)
+            except Exception as exc:  # noqa: BLE001 - reported as the line's error row
+                self.errors.append((i, f"{type(exc).__name__}: {exc}"))
+                continue
+            self.w[i], self.h[i], self.kinds[i] = w, h, kind
+            good.append(i)
+            prepared.append(target_width(w, h, height))
+        self.batches = [np.asarray([good[k] for k in b], dtype=np.int64)
+                        for b in width_batches(prepared, batch_size, waste=waste, multiple=multiple)]
+        self.device_kinds = tuple(device_kinds)
+        self.task_lines = max(1, task_lines)
+        self.workers = workers if "fork" in multiprocessing.get_all_start_methods() else 0
+        sizes = [int(self._host_bytes(b)) for b in self.batches]
+        self.slot_bytes = max(sizes, default=0) or 1
+        self.buffers = [mmap.mmap(-1, self.slot_bytes) for _ in range(max(1, min(slots, len(self.batches) or 1)))]
+        self.views = [np.frombuffer(m, dtype=np.uint8) for m in self.buffers]
+        self.free = list(range(len(self.buffers)))
+        self.pool = None
+
+    def _host(self, batch: np.ndarray) -> np.ndarray:
+        if not self.device_kinds:
+            return np.ones(len(batch), dtype=bool)
+        return ~np.isin(self.kinds[batch], self.device_kinds)
+
+    def _host_bytes(self, batch: np.ndarray) -> int:
+        return int((self.h[batch] * self.w[batch])[self._host(batch)].sum())
+
+    def __enter__(self) -> "LineFeed":
+        if self.workers > 0 and self.batches:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process: workers use no threads
+                self.pool = multiprocessing.get_context("fork").Pool(
+                    self.workers, _worker_init, (self.blobs, self.kinds, self.buffers, self.decoder))
+        else:
+            _worker_init(self.blobs, self.kinds, self.buffers, self.decoder)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+        self.views = []
+
+    def release(self, slot: int) -> None:
+        self.free.append(slot)
+
+    def _layout(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        host = self._host(batch)
+        sizes = self.h[batch] * self.w[batch]
+        order = np.concatenate([np.flatnonzero(host), np.flatnonzero(~host)])  # host lines first, then device ones
+        offsets = np.zeros(len(batch), dtype=np.int64)
+        offsets[order] = np.concatenate([[0], np.cumsum(sizes[order])[:-1]]) if len(batch) else []
+        return host, sizes, offsets, int(sizes[host].sum())
+
+    def _submit(self, batch: np.ndarray, slot: int):
+        host, sizes, offsets, host_bytes = self._layout(batch)
+        where = np.flatnonzero(host)
+        tasks = []
+        for lo in range(0, len(where), self.task_lines):
+            part = where[lo : lo + self.task_lines]
+            args = (slot, batch[part], offsets[part], sizes[part])
+            tasks.append((part, self.pool.apply_async(_decode_task, args) if self.pool else _decode_task(*args)))
+        return batch, slot, host, offsets, host_bytes, tasks
+
+    def __iter__(self) -> Iterator[FeedBatch]:
+        pending: list = []
+        following = 0
+        for _ in range(len(self.batches)):
+            while self.free and following < len(self.batches) and (len(pending) < len(self.buffers)):
+                pending.append(self._submit(self.batches[following], self.free.pop(0)))
+                following += 1
+            if not pending:
+                raise RuntimeError("LineFeed: every buffer is held; release(batch.slot) consumed batches")
+            batch, slot, host, offsets, host_bytes, tasks = pending.pop(0)
+            heights, widths = self.h[batch].copy(), self.w[batch].copy()
+            failed = np.zeros(len(batch), dtype=bool)
+            errors: list[tuple[int, str]] = []
+            for part, task in tasks:
+                task_errors, shapes = task.get() if self.pool else task
+                errors += task_errors
+                shapes = np.asarray(shapes, dtype=np.int64).reshape(-1, 2)
+                heights[part], widths[part] = shapes[:, 0], shapes[:, 1]
+                failed[part] = shapes[:, 0] == 0
+            keep = ~failed
+            device = [(int(k), self.blobs[batch[k]]) for k in np.flatnonzero(keep & ~host)]
+            yield FeedBatch(slot, batch[keep], heights[keep], widths[keep], offsets[keep],
+                            self.views[slot][:host_bytes], host_bytes,
+                            [(int(np.count_nonzero(keep[:k])), blob) for k, blob in device], errors)
