@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -40,6 +41,7 @@ def main() -> None:
     ap.add_argument("--book", required=True)
     ap.add_argument("--train-lines", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--finetune-args", default="", help="more `ocr-assets finetune` options, e.g. \"--recipe head\"")
     args = ap.parse_args()
     shared = shared_data_dir()
     if shared is None:
@@ -54,9 +56,14 @@ def main() -> None:
         cmd = [str(cli), "finetune", str(train), "--out", str(Path(tmp) / "adapted"), "--base", args.base, "--device", "cpu"]
         if args.epochs:
             cmd += ["--epochs", str(args.epochs)]
+        cmd += args.finetune_args.split()
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        load = os.getloadavg()[0]
         start = time.perf_counter()
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         wall = time.perf_counter() - start
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         after = evaluate(cli, test, str(Path(tmp) / "adapted"))
@@ -66,7 +73,9 @@ def main() -> None:
     print(f"| before (fold base) | {before['cer']:.4f} | {before['cer_norm']:.4f} | {before['wer']:.4f} |")
     print(f"| after `ocr-assets finetune` | {after['cer']:.4f} | {after['cer_norm']:.4f} | {after['wer']:.4f} |")
     print(f"\nfine-tune: wall time {wall:.1f} s for the whole `ocr-assets finetune` process (epochs {summary.get('epochs')}), "
-          f"peak RSS {summary.get('peak_rss_mb')} MB (children max {peak_mb:.0f} MB, evaluation processes included)")
+          f"peak RSS {summary.get('peak_rss_mb')} MB (children max {peak_mb:.0f} MB, evaluation processes included); "
+          f"CPU time {cpu:.1f} s (user + system); load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
+    print(f"command: {' '.join(cmd[1:])}")
     print(f"book conventions learned: {json.dumps(summary.get('conventions', {}), ensure_ascii=False)}")
 
 

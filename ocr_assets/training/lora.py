@@ -34,6 +34,8 @@ def lora_kwargs(settings: LoraSettings, targets: Sequence[str]) -> dict:
         "target_modules": list(targets),
         "modules_to_save": list(settings.modules_to_save) if settings.modules_to_save else None,
         "bias": "none",
+        **({"layers_to_transform": list(settings.layers), "layers_pattern": settings.layers_pattern}
+           if settings.layers else {}),
     }
 
 

@@ -49,17 +49,25 @@ class CompactBackend(Backend):
         start = time.perf_counter()
         model = CompactOCRModel.from_pretrained(base_dir, dtype=torch.float32)
         added = add_missing_characters(model, [text for _, text in train])
-        peft_model = lora.apply_lora(model, settings.lora(["classifier"] if added else None),
-                                     default_targets=LORA_TARGETS)
+        top = min(settings.top_layers, len(model.blocks))
+        if top:
+            # The top blocks get adapters, the head trains in full; everything below is frozen and cached.
+            head = ["final_norm", "frame_split", "split_norm", "classifier"]
+            lora_settings = settings.lora([m for m in head if getattr(model, m, None) is not None],
+                                          list(range(len(model.blocks) - top, len(model.blocks))), "blocks")
+        else:
+            lora_settings = settings.lora(["classifier"] if added else None)
+        peft_model = lora.apply_lora(model, lora_settings, default_targets=LORA_TARGETS)
         trainable, total = lora.trainable_parameters(peft_model)
         config = TrainConfig.for_finetune(settings, len(train), self.default_learning_rate, weight_decay=0.0,
                                           checkpoint_dir=settings.checkpoint_dir)
         result = train_compact(peft_model, train, val or None, config, on_epoch=on_epoch,
-                               options=CompactTrainOptions(augment=True))
+                               options=CompactTrainOptions(augment=True, top_layers=top,
+                                                           feature_variants=settings.feature_variants))
         if adapter_dir.exists():
             shutil.rmtree(adapter_dir)
         lora.save_adapters(result.model, adapter_dir)
-        extra = {"epochs": config.epochs, "learning_rate": config.learning_rate, "trainable_params": trainable,
+        extra = {"epochs": config.epochs, "top_layers": top, "learning_rate": config.learning_rate, "trainable_params": trainable,
                  "total_params": total, "added_characters": "".join(added), "best_val_cer": result.best_val_cer,
                  **result.codec_stats.as_dict(10)}
         return TrainReport(time.perf_counter() - start, peak_rss_mb(), result.history, extra)

@@ -215,28 +215,51 @@ class CompactOCRModel(PreTrainedModel):
             )
         if widths is None:
             widths = torch.full((batch,), width, dtype=torch.long, device=pixel_values.device)
+        hidden, lengths = self.embed(pixel_values, widths)
+        hidden = self.run_blocks(hidden, lengths)
+        logits, lengths = self.head(hidden, lengths)
+        loss = self.ctc_loss(logits, lengths, labels, label_lengths) if labels is not None else None
+        return CompactOCROutput(loss=loss, logits=logits, output_lengths=lengths)
+
+    # forward = embed -> run_blocks -> head. Split so a fine-tune can freeze the lower part, compute its output once
+    # per line and train only the top blocks on those cached features (train.py, FinetuneSettings.top_layers).
+
+    def embed(self, pixel_values: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Line pixels (batch, 1, height, width) -> encoder input (batch, frames, hidden) and valid frames per line."""
+        width = pixel_values.shape[-1]
         widths = widths.to(pixel_values.device).long().clamp(min=1, max=width)
         pixels = mirror_within_width(pixel_values, widths)  # time now runs right-to-left: see module docstring
         hidden = self.input_dropout(self.input_proj(self.frontend(pixels, widths)))
-        frames = hidden.shape[1]
-        lengths = self.frontend.output_lengths(widths).clamp(max=frames)
-        keep = attn_mask = None
-        if bool((lengths < frames).any()):
-            valid = torch.arange(frames, device=hidden.device)[None, :] < lengths[:, None]
-            keep = valid[:, :, None].to(hidden.dtype)
-            attn_mask = valid[:, None, None, :]
+        lengths = self.frontend.output_lengths(widths).clamp(max=hidden.shape[1])
         if self.position_conv is not None:
-            hidden = hidden + self.position_conv(hidden, keep)
-        for block in self.blocks:
+            hidden = hidden + self.position_conv(hidden, self.frame_masks(lengths, hidden)[0])
+        return hidden, lengths
+
+    @staticmethod
+    def frame_masks(lengths: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(keep, attention mask) for lines shorter than the batch's frames; (None, None) when none is."""
+        frames = hidden.shape[1]
+        if not bool((lengths < frames).any()):
+            return None, None
+        valid = torch.arange(frames, device=hidden.device)[None, :] < lengths[:, None]
+        return valid[:, :, None].to(hidden.dtype), valid[:, None, None, :]
+
+    def run_blocks(self, hidden: torch.Tensor, lengths: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Encoder blocks start..stop-1 (all by default)."""
+        keep, attn_mask = self.frame_masks(lengths, hidden)
+        for block in self.blocks[start:stop]:
             hidden = block(hidden, keep, attn_mask)
+        return hidden
+
+    def head(self, hidden: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder output -> per-frame logits and CTC frames per line (frame split applied)."""
         hidden = self.final_norm(hidden)
         if self.frame_split is not None:
             split = self.config.frame_split
+            batch, frames = hidden.shape[:2]
             hidden = self.split_norm(self.frame_split(hidden).reshape(batch, frames * split, -1))
             lengths = lengths * split
-        logits = self.classifier(hidden)
-        loss = self.ctc_loss(logits, lengths, labels, label_lengths) if labels is not None else None
-        return CompactOCROutput(loss=loss, logits=logits, output_lengths=lengths)
+        return self.classifier(hidden), lengths
 
     @staticmethod
     def ctc_loss(

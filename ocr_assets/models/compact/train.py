@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ocr_assets.models.base import ModelError, TrainConfig, resolve_device
 from ocr_assets.models.compact.codec import Codec, CodecStats
 from ocr_assets.models.compact.config import CompactOCRConfig
-from ocr_assets.models.compact.modeling import CompactOCRModel
+from ocr_assets.models.compact.modeling import CompactOCRModel, CompactOCROutput
 from ocr_assets.models.compact.recognizer import collate_lines, greedy_decode, open_image, prepare_line, to_gray
 from ocr_assets.text import normalize
 
@@ -61,8 +61,14 @@ class CompactTrainOptions:
     val_batch_size: int = 64
     log_every: int = 50
     keep_best: bool = True  # return (and save as best/) the weights with the lowest validation CER
+    # > 0: only the top N encoder blocks (and the head) train; the frozen lower part runs once per line and
+    # variant, and its output is cached (one clean + feature_variants - 1 augmented copies per line).
+    top_layers: int = 0
+    feature_variants: int = 8
 
     def __post_init__(self):
+        if self.top_layers < 0 or self.feature_variants < 1:
+            raise ModelError(f"top_layers {self.top_layers} must be >= 0 and feature_variants {self.feature_variants} >= 1")
         if self.amp not in ("auto", "bf16", "off"):
             raise ModelError(f"amp {self.amp!r} is not one of auto, bf16, off")
         unknown = set(self.model_config) - set(CompactOCRConfig().to_dict())
@@ -211,6 +217,74 @@ def collate_batch(items: list[tuple[np.ndarray, list[int]]]) -> dict[str, torch.
     for i, (_, lab) in enumerate(items):
         labels[i, : len(lab)] = torch.tensor(lab, dtype=torch.long)
     return {"pixel_values": pixels, "widths": widths, "labels": labels, "label_lengths": lengths}
+
+
+class CachedFeatures(Dataset):
+    """The frozen lower part's output for every training line, computed once per variant (0: the clean line,
+    1..: augmented copies); item (index, epoch) picks a variant reproducibly. `widths` are frame counts, so the
+    bucketing sampler groups lines of similar length as it does for images."""
+
+    def __init__(self, model: CompactOCRModel, lines: LineDataset, split: int, variants: int, device: str,
+                 amp: torch.dtype | None, seed: int, batch_size: int = 32):
+        clean = LineDataset(lines.images, lines.labels, lines.widths, lines.height, augment=False, seed=lines.seed)
+        self.labels, self.seed, self.variants = lines.labels, seed, variants
+        self.features: list[list[torch.Tensor]] = []
+        was_training = model.training
+        model.eval()
+        order = sorted(range(len(lines)), key=lambda i: lines.widths[i])
+        with torch.inference_mode(), _autocast(device, amp):
+            for variant in range(variants):
+                source = clean if variant == 0 or not lines.augment else lines
+                per_line: list[torch.Tensor | None] = [None] * len(lines)
+                for s in range(0, len(order), batch_size):
+                    idx = order[s : s + batch_size]
+                    batch = collate_batch([source[(i, variant)] for i in idx])
+                    pixels = batch["pixel_values"].to(device).to(torch.float32) / 255.0
+                    hidden, lengths = model.embed(pixels, batch["widths"].to(device))
+                    hidden = model.run_blocks(hidden, lengths, 0, split)
+                    for j, i in enumerate(idx):
+                        per_line[i] = hidden[j, : int(lengths[j])].to(torch.bfloat16).cpu().clone()
+                self.features.append(per_line)
+        model.train(was_training)
+        self.widths = [f.shape[0] for f in self.features[0]]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: tuple[int, int] | int):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        variant = int(np.random.default_rng([self.seed, epoch, index]).integers(self.variants))
+        return self.features[variant][index], self.labels[index]
+
+
+def collate_features(items: list[tuple[torch.Tensor, list[int]]]) -> dict[str, torch.Tensor]:
+    frames = torch.tensor([f.shape[0] for f, _ in items], dtype=torch.long)
+    # Frames rounded up to 32 (images: 256 px = 32 frames): few distinct shapes, so oneDNN's per-shape kernels
+    # and the allocator's blocks are reused instead of piling up epoch after epoch.
+    padded = -(-int(frames.max()) // 32) * 32
+    hidden = torch.zeros((len(items), padded, items[0][0].shape[1]), dtype=torch.float32)
+    for i, (f, _) in enumerate(items):
+        hidden[i, : f.shape[0]] = f
+    lengths = torch.tensor([len(lab) for _, lab in items], dtype=torch.long)
+    labels = torch.zeros((len(items), max(1, int(lengths.max()))), dtype=torch.long)
+    for i, (_, lab) in enumerate(items):
+        labels[i, : len(lab)] = torch.tensor(lab, dtype=torch.long)
+    return {"pixel_values": hidden, "widths": frames, "labels": labels, "label_lengths": lengths}
+
+
+class _TopOnFeatures(torch.nn.Module):
+    """Runs the top blocks + head of `model` on cached features: the training step's stand-in for forward."""
+
+    def __init__(self, model: CompactOCRModel, split: int):
+        super().__init__()
+        self.model, self.split = model, split
+
+    def forward(self, pixel_values: torch.Tensor, widths: torch.Tensor, labels: torch.Tensor,
+                label_lengths: torch.Tensor) -> CompactOCROutput:
+        hidden = self.model.run_blocks(pixel_values, widths, self.split)
+        logits, lengths = self.model.head(hidden, widths)
+        return CompactOCROutput(loss=self.model.ctc_loss(logits, lengths, labels, label_lengths), logits=logits,
+                                output_lengths=lengths)
 
 
 class BucketBatchSampler:
@@ -540,6 +614,18 @@ def train_compact(
         val = (val_set, val_texts) if len(val_set) else None
 
     model.to(device)
+    amp = _amp_dtype(options.amp, device)
+    split = len(base.blocks) - options.top_layers if options.top_layers else None
+    if split is not None:
+        if not 0 <= split < len(base.blocks):
+            raise ModelError(f"top_layers {options.top_layers} must be between 1 and the model's {len(base.blocks)} blocks")
+        if ctx.world > 1:
+            raise ModelError("top_layers (cached features) trains on one process; leave it 0 under torchrun")
+        start_cache = time.perf_counter()
+        train_set = CachedFeatures(base, train_set, split, options.feature_variants, device, amp, config.seed)
+        if ctx.main:
+            logger.info("cached the lower %d blocks' features of %d lines x %d variants in %.1f s", split,
+                        len(train_set), options.feature_variants, time.perf_counter() - start_cache)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for n, p in trainable if p.dim() >= 2], "weight_decay": config.weight_decay},
@@ -573,20 +659,20 @@ def train_compact(
         if ctx.main:
             logger.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, step, start_epoch, start_batch)
 
-    runner = model
+    runner = model if split is None else _TopOnFeatures(base, split)
     if ctx.world > 1:
         runner = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.startswith("cuda") else None
         )
-    amp = _amp_dtype(options.amp, device)
+    workers = config.num_workers if split is None else 0  # cached features live in this process's memory
     loader = DataLoader(
         train_set,
         batch_sampler=batches,
-        collate_fn=collate_batch,
-        num_workers=config.num_workers,
+        collate_fn=collate_batch if split is None else collate_features,
+        num_workers=workers,
         pin_memory=device.startswith("cuda"),
-        persistent_workers=config.num_workers > 0,
-        prefetch_factor=4 if config.num_workers > 0 else None,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
         # Its own generator: creating an epoch's iterator must not draw from the global RNG (dropout), or a resumed
         # run would see different dropout masks than an uninterrupted one.
         generator=torch.Generator().manual_seed(config.seed),
