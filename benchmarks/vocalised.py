@@ -3,7 +3,7 @@
 The font (ocr_assets.training.pretrain.HELDOUT_FONTS, Scheherazade) never appeared in pretraining; the lines are rendered
 here with a seed the pretraining never used. Ours (the shipped model, CPU) beside Tesseract --psm 13, same files.
 
-    .venv/bin/python benchmarks/vocalised.py [--lines 200] [--model DIR]
+    .venv/bin/python benchmarks/vocalised.py [--lines 200] [--model NAME=DIR ...] [--faces Scheherazade,Amiri,...]
 """
 
 from __future__ import annotations
@@ -24,32 +24,56 @@ from ocr_assets.models.resolve import load_recognizer  # noqa: E402
 from ocr_assets.training.pretrain import HELDOUT_FONTS  # noqa: E402
 
 
+def render_face(fonts, lines: int, seed: int, folder: Path) -> tuple[list[Path], list[str]]:
+    paths, refs = [], []
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, raw in enumerate(iter_synthetic_lines(lines, seed, fonts=fonts, vocalised_fraction=1.0)):
+        p = folder / f"{i:05d}.png"
+        p.write_bytes(raw.image)
+        paths.append(p)
+        refs.append(raw.text_bytes.decode("utf-8"))
+    return paths, refs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--lines", type=int, default=200)
+    ap.add_argument("--lines", type=int, default=200, help="lines per face")
     ap.add_argument("--seed", type=int, default=777)
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", action="append", default=None,
+                    help="NAME=DIR (repeatable); default: the shipped model")
+    ap.add_argument("--faces", default=",".join(HELDOUT_FONTS[:1]),
+                    help="comma-separated font families or names, one table row each (default: the held-out face)")
+    ap.add_argument("--skip-tesseract", action="store_true")
     args = ap.parse_args()
-    fonts = [f for f in discover_fonts() if f.name in HELDOUT_FONTS or f.family in HELDOUT_FONTS]
-    if not fonts:
-        raise SystemExit(f"the held-out font {HELDOUT_FONTS[0]} is not installed (Debian: fonts-sil-scheherazade)")
-    rec = load_recognizer(args.model, device="cpu")
+    models = dict(m.split("=", 1) for m in (args.model or ["ours (shipped compact)=default"]))
+    installed = discover_fonts()
+    held_out = {f.name for f in installed if f.name in HELDOUT_FONTS or f.family in HELDOUT_FONTS}
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        paths, refs = [], []
-        for i, raw in enumerate(iter_synthetic_lines(args.lines, args.seed, fonts=fonts, vocalised_fraction=1.0)):
-            p = Path(tmp) / f"{i:05d}.png"
-            p.write_bytes(raw.image)
-            paths.append(p)
-            refs.append(raw.text_bytes.decode("utf-8"))
-        ours = [r.text for r in rec.recognize([p.read_bytes() for p in paths], batch_size=32)]
-        tess, _ = tesseract_many(paths, psm=13)
-    o, t = metrics.score(refs, ours), metrics.score(refs, tess)
-    print(f"Vocalised lines, held-out font {fonts[0].family or fonts[0].name}, {args.lines} lines, seed {args.seed} "
-          f"(peer: {tesseract_version()} --psm 13)\n")
-    print("| system | CER (tashkeel kept) | CER_norm | WER |")
-    print("|---|---|---|---|")
-    print(f"| ours (shipped compact) | {o.cer:.4f} | {o.cer_norm:.4f} | {o.wer:.4f} |")
-    print(f"| Tesseract ara | {t.cer:.4f} | {t.cer_norm:.4f} | {t.wer:.4f} |")
+        faces = []
+        for face in [f.strip() for f in args.faces.split(",") if f.strip()]:
+            fonts = [f for f in installed if face in (f.name, f.family)]
+            if not fonts:
+                raise SystemExit(f"font {face!r} is not installed (Debian: fonts-sil-scheherazade, fonts-hosny-amiri, "
+                                 "fonts-noto-core, fonts-sil-lateef)")
+            paths, refs = render_face(fonts, args.lines, args.seed, Path(tmp) / face.replace(" ", "_"))
+            role = "held out of all training" if all(f.name in held_out for f in fonts) else "in the training fonts"
+            faces.append((face, role, paths, refs))
+        for name, model in models.items():
+            rec = load_recognizer(None if model == "default" else model, device="cpu")
+            for face, role, paths, refs in faces:
+                ours = [r.text for r in rec.recognize([p.read_bytes() for p in paths], batch_size=32)]
+                rows.append((face, role, name, metrics.score(refs, ours)))
+        if not args.skip_tesseract:
+            for face, role, paths, refs in faces:
+                tess, _ = tesseract_many(paths, psm=13)
+                rows.append((face, role, f"Tesseract ara ({tesseract_version()} --psm 13)", metrics.score(refs, tess)))
+    print(f"Vocalised lines (every letter vowelled), {args.lines} lines per face, seed {args.seed}; the text is the "
+          "synthetic line sampler's (the training text source)\n")
+    print("| face | face in training? | system | CER (tashkeel kept) | CER_norm | WER |")
+    print("|---|---|---|---|---|---|")
+    for face, role, name, s in sorted(rows, key=lambda r: (r[0], r[2])):
+        print(f"| {face} | {role} | {name} | {s.cer:.4f} | {s.cer_norm:.4f} | {s.wer:.4f} |")
 
 
 if __name__ == "__main__":

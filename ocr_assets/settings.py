@@ -89,6 +89,9 @@ class FinetuneSettings:
     top_layers: int = setting(4, "compact models: adapt only the top N encoder blocks and the output head; the "
                                  "frozen lower part runs once per line (and augmented copy) and its output is "
                                  "cached, ~10x less CPU than adapting every block; 0: LoRA over the whole encoder")
+    model_dropout: float | None = setting(None, "dropout inside the model while fine-tuning; empty: the model's own "
+                                                "(0.1). 0 cuts a CPU fine-tune's time by ~30 % (drawing dropout "
+                                                "masks costs more than the adapted blocks' matrix products there)")
     feature_variants: int = setting(8, "copies of each line whose lower-part features are cached with top_layers: "
                                        "the clean line and augmented ones")
 
@@ -99,6 +102,8 @@ class FinetuneSettings:
             raise ConfigError(f"batch_size {self.batch_size} must be >= 1")
         if self.merge_dtype not in ("float16", "bfloat16", "float32"):
             raise ConfigError(f"merge_dtype {self.merge_dtype!r} is not one of float16, bfloat16, float32")
+        if self.model_dropout is not None and not 0.0 <= self.model_dropout < 1.0:
+            raise ConfigError(f"model_dropout {self.model_dropout} must be in [0, 1)")
         if self.top_layers < 0 or self.feature_variants < 1:
             raise ConfigError(f"top_layers {self.top_layers} must be >= 0 and feature_variants "
                               f"{self.feature_variants} >= 1")

@@ -78,13 +78,27 @@ def mlflow_tracking_in_root(init_context):
         from dagster_mlflow.resources import MlFlow
 
     config = init_context.resource_config
-    mlflow.set_tracking_uri(config["mlflow_tracking_uri"])
-    if mlflow.get_experiment_by_name(config["experiment_name"]) is None:
-        try:
-            mlflow.create_experiment(config["experiment_name"], artifact_location=config["artifact_location"])
-        except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
-            pass
+    uri = config["mlflow_tracking_uri"]
+    mlflow.set_tracking_uri(uri)
+    # Two runs starting at once on a fresh SQLite store would both create its tables ("table ... already
+    # exists", seen under load): the first use of the store happens under an inter-process lock beside it.
+    with _store_lock(uri):
+        if mlflow.get_experiment_by_name(config["experiment_name"]) is None:
+            try:
+                mlflow.create_experiment(config["experiment_name"], artifact_location=config["artifact_location"])
+            except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
+                pass
     return MlFlow(init_context)
+
+
+def _store_lock(uri: str):
+    import contextlib
+
+    if uri.startswith("sqlite:///"):
+        from filelock import FileLock
+
+        return FileLock(uri[len("sqlite:///"):] + ".init.lock", timeout=600)
+    return contextlib.nullcontext()
 
 
 def build_resources(profile: dict) -> dict:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from pathlib import Path
 
 from ocr_assets.models.backends import Backend, OnEpoch, Samples, TrainReport
 from ocr_assets.models.base import TrainConfig, peak_rss_mb
+
+CACHED_LINE_VARIANTS = 16_000  # lines x variants the top_layers recipe caches (~0.75 GB of features)
 
 
 class CompactBackend(Backend):
@@ -49,7 +52,20 @@ class CompactBackend(Backend):
         start = time.perf_counter()
         model = CompactOCRModel.from_pretrained(base_dir, dtype=torch.float32)
         added = add_missing_characters(model, [text for _, text in train])
+        saved_dropout = model.config.dropout
+        if settings.model_dropout is not None:
+            model.set_dropout(settings.model_dropout)
         top = min(settings.top_layers, len(model.blocks))
+        variants = settings.feature_variants
+        if top and len(train) * variants > CACHED_LINE_VARIANTS:
+            # The cache holds ~46 KB per line and variant (90 frames x 256 x bf16): fewer variants for larger sets,
+            # and past CACHED_LINE_VARIANTS lines LoRA over the whole encoder, which needs no cache.
+            variants = max(1, CACHED_LINE_VARIANTS // len(train))
+            if len(train) > CACHED_LINE_VARIANTS:
+                logging.getLogger(__name__).info("%d lines: LoRA over every block (top_layers needs a feature "
+                                                 "cache; it is kept for up to %d lines)", len(train),
+                                                 CACHED_LINE_VARIANTS)
+                top = 0
         if top:
             # The top blocks get adapters, the head trains in full; everything below is frozen and cached.
             head = ["final_norm", "frame_split", "split_norm", "classifier"]
@@ -63,11 +79,12 @@ class CompactBackend(Backend):
                                           checkpoint_dir=settings.checkpoint_dir)
         result = train_compact(peft_model, train, val or None, config, on_epoch=on_epoch,
                                options=CompactTrainOptions(augment=True, top_layers=top,
-                                                           feature_variants=settings.feature_variants))
+                                                           feature_variants=variants))
+        _base_of(result.model).set_dropout(saved_dropout)  # the saved config keeps the model's own dropout
         if adapter_dir.exists():
             shutil.rmtree(adapter_dir)
         lora.save_adapters(result.model, adapter_dir)
-        extra = {"epochs": config.epochs, "top_layers": top, "learning_rate": config.learning_rate, "trainable_params": trainable,
+        extra = {"epochs": config.epochs, "top_layers": top, "feature_variants": variants if top else 0, "learning_rate": config.learning_rate, "trainable_params": trainable,
                  "total_params": total, "added_characters": "".join(added), "best_val_cer": result.best_val_cer,
                  **result.codec_stats.as_dict(10)}
         return TrainReport(time.perf_counter() - start, peak_rss_mb(), result.history, extra)
@@ -83,3 +100,7 @@ class CompactBackend(Backend):
         base = CompactOCRModel.from_pretrained(base_dir, dtype=torch.float32)
         lora.merge_and_save(lora.load_adapters(base, adapter_dir), out_dir, dtype=dtype)
         return out_dir
+
+
+def _base_of(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model

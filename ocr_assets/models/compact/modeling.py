@@ -179,6 +179,16 @@ class CompactOCRModel(PreTrainedModel):
                     module.eval()
         return self
 
+    def set_dropout(self, p: float) -> None:
+        """Dropout probability of every dropout in the model (a CPU fine-tune turns it off: drawing the masks
+        costs more than the small model's matrix products there)."""
+        self.config.dropout = p
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            elif isinstance(module, SelfAttention):
+                module.dropout = p
+
     def output_lengths(self, widths: torch.Tensor) -> torch.Tensor:
         """CTC frames the model emits for lines of these pixel widths."""
         return self.frontend.output_lengths(widths) * self.config.frame_split
