@@ -90,7 +90,7 @@ class FinetuneSettings:
                                  "frozen lower part runs once per line (and augmented copy) and its output is "
                                  "cached, ~10x less CPU than adapting every block; 0: LoRA over the whole encoder")
     model_dropout: float | None = setting(None, "dropout inside the model while fine-tuning; empty: the model's own "
-                                                "(0.1). 0 cuts a CPU fine-tune's time by ~30 % (drawing dropout "
+                                                "(0.1). 0 cuts a CPU fine-tune's time by about a third (drawing dropout "
                                                 "masks costs more than the adapted blocks' matrix products there)")
     feature_variants: int = setting(8, "copies of each line whose lower-part features are cached with top_layers: "
                                        "the clean line and augmented ones")
