@@ -34,13 +34,7 @@ class Registry:
         """A lock around read-compare-move of an alias. A SQLite store gets an inter-process file lock next to the
         database (every process on this host that gates into it); other stores (a tracking server, PostgreSQL)
         get none here, and `promote_if_better` still refuses to move a champion that moved since it was scored."""
-        import contextlib
-
-        if self.uri.startswith("sqlite:///"):
-            from filelock import FileLock
-
-            return FileLock(self.uri[len("sqlite:///"):] + ".gate.lock", timeout=600)
-        return contextlib.nullcontext()
+        return sqlite_lock(self.uri, "gate")
 
     def alias_version(self, alias: str, name: str = MODEL_NAME) -> str | None:
         from mlflow.exceptions import MlflowException
@@ -99,3 +93,14 @@ def pinned_requirements() -> list[str]:
 
     pins = ["torch", "transformers", "peft", "Pillow", "safetensors", "pandas", "numpy", "mlflow"]
     return [f"{p}=={version(p)}" for p in pins]
+
+
+def sqlite_lock(uri: str, purpose: str):
+    """An inter-process file lock beside a SQLite store (`<db>.<purpose>.lock`); no lock for other stores."""
+    import contextlib
+
+    if uri.startswith("sqlite:///"):
+        from filelock import FileLock
+
+        return FileLock(uri[len("sqlite:///"):] + f".{purpose}.lock", timeout=600)
+    return contextlib.nullcontext()

@@ -82,23 +82,15 @@ def mlflow_tracking_in_root(init_context):
     mlflow.set_tracking_uri(uri)
     # Two runs starting at once on a fresh SQLite store would both create its tables ("table ... already
     # exists", seen under load): the first use of the store happens under an inter-process lock beside it.
-    with _store_lock(uri):
+    from ocr_assets.registry import sqlite_lock
+
+    with sqlite_lock(uri, "init"):
         if mlflow.get_experiment_by_name(config["experiment_name"]) is None:
             try:
                 mlflow.create_experiment(config["experiment_name"], artifact_location=config["artifact_location"])
             except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
                 pass
     return MlFlow(init_context)
-
-
-def _store_lock(uri: str):
-    import contextlib
-
-    if uri.startswith("sqlite:///"):
-        from filelock import FileLock
-
-        return FileLock(uri[len("sqlite:///"):] + ".init.lock", timeout=600)
-    return contextlib.nullcontext()
 
 
 def build_resources(profile: dict) -> dict:

@@ -46,7 +46,8 @@ class CompactBackend(Backend):
         import torch
 
         from ocr_assets.models.compact.modeling import LORA_TARGETS, CompactOCRModel
-        from ocr_assets.models.compact.train import CompactTrainOptions, add_missing_characters, train_compact
+        from ocr_assets.models.compact.train import (CompactTrainOptions, _base_model, add_missing_characters,
+                                                     train_compact)
         from ocr_assets.training import lora
 
         start = time.perf_counter()
@@ -80,11 +81,12 @@ class CompactBackend(Backend):
         result = train_compact(peft_model, train, val or None, config, on_epoch=on_epoch,
                                options=CompactTrainOptions(augment=True, top_layers=top,
                                                            feature_variants=variants))
-        _base_of(result.model).set_dropout(saved_dropout)  # the saved config keeps the model's own dropout
+        _base_model(result.model).set_dropout(saved_dropout)  # the saved config keeps the model's own dropout
         if adapter_dir.exists():
             shutil.rmtree(adapter_dir)
         lora.save_adapters(result.model, adapter_dir)
-        extra = {"epochs": config.epochs, "top_layers": top, "feature_variants": variants if top else 0, "learning_rate": config.learning_rate, "trainable_params": trainable,
+        extra = {"epochs": config.epochs, "top_layers": top, "feature_variants": variants if top else 0,
+                 "learning_rate": config.learning_rate, "trainable_params": trainable,
                  "total_params": total, "added_characters": "".join(added), "best_val_cer": result.best_val_cer,
                  **result.codec_stats.as_dict(10)}
         return TrainReport(time.perf_counter() - start, peak_rss_mb(), result.history, extra)
@@ -100,7 +102,3 @@ class CompactBackend(Backend):
         base = CompactOCRModel.from_pretrained(base_dir, dtype=torch.float32)
         lora.merge_and_save(lora.load_adapters(base, adapter_dir), out_dir, dtype=dtype)
         return out_dir
-
-
-def _base_of(model):
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
