@@ -18,7 +18,7 @@ import pytest
 
 from ocr_assets import metrics
 from ocr_assets.errors import ConfigError
-from ocr_assets.models.compact.lines import decode_best, width_batches
+from ocr_assets.models.compact.lines import decode_best, prepare_line, width_batches
 from ocr_assets.models.compact.onnx_reader import OnnxRecognizer, cached_onnx
 from ocr_assets.models.resolve import load_recognizer, shipped_model_dir
 from ocr_assets.synth.fonts import book_faces
@@ -210,7 +210,6 @@ def test_device_preparation_matches_pillow_and_reads_the_same(book_lines):
 
     from ocr_assets.data.images import encode_png
     from ocr_assets.models.compact.device_prep import decode_gray, prepare_batch, read_encoded
-    from ocr_assets.models.compact.lines import prepare_line
     from ocr_assets.models.compact.recognizer import CompactRecognizer
 
     blobs = [encode_png(im) for im, _ in book_lines[:24]]
@@ -286,6 +285,21 @@ def test_line_feed_decodes_whole_batches_into_shared_buffers_as_the_guarded_deco
                 with pytest.raises(ImageRejected) as caught:
                     decode_line_image(blob)
                 assert errors[len(blobs) + i] == f"ImageRejected: {caught.value}"
+    # prepare=True: the workers also prepare every line, exactly as `prepare_line` does, into zero-padded rows.
+    prepared = {}
+    with LineFeed(blobs + bad, 48, batch_size=7, workers=2, slots=3, task_lines=3, prepare=True) as feed:
+        errors = dict(feed.errors)
+        for batch in feed:
+            errors.update(batch.errors)
+            rows = batch.pixels.reshape(-1, 48, batch.width)
+            for k, i in enumerate(batch.indices.tolist()):
+                row, w = rows[int(batch.offsets[k]) // (48 * batch.width)], int(batch.widths[k])
+                assert int(batch.heights[k]) == 48 and not row[:, w:].any()
+                prepared[i] = row[:, :w].copy()
+            feed.release(batch.slot)
+    assert sorted(prepared) == list(range(len(blobs))) and sorted(errors) == list(range(len(blobs), len(blobs) + len(bad)))
+    for i, blob in enumerate(blobs):
+        assert np.array_equal(prepared[i], prepare_line(decode_line_image(blob), 48)), i
 
 
 def test_read_encoded_reads_any_encoding_on_the_cpu_and_jpeg_falls_back_to_the_host_without_torchvision(book_lines):
@@ -310,6 +324,12 @@ def test_read_encoded_reads_any_encoding_on_the_cpu_and_jpeg_falls_back_to_the_h
     expected = reader.recognize([decode_line_image(b) for b in blobs])
     assert [got[i].text for i in range(len(blobs))] == [r.text for r in expected]
     assert all(abs(got[i].confidence - r.confidence) < 0.01 for i, r in enumerate(expected))  # pixels within 2 levels
+    # Prepared by the workers (Pillow, as the CPU path): the same pixels, so the same confidences too.
+    host = dict(read_encoded(reader, blobs + [b"broken"], batch_size=6, workers=2, prepare_on="host"))
+    assert host[len(blobs)].error and [host[i].text for i in range(len(blobs))] == [r.text for r in expected]
+    assert all(abs(host[i].confidence - r.confidence) < 1e-4 for i, r in enumerate(expected))
+    with pytest.raises(ValueError, match="prepare_on"):
+        next(read_encoded(reader, blobs, prepare_on="gpu"))
 
 
 def test_load_recognizer_takes_the_runtime_and_refuses_it_for_other_backends(tmp_path):

@@ -74,7 +74,7 @@ def segment_page_file(path: str, line_height: int | None = None) -> SegmentedPag
 
     gray = decode_line_image(Path(path).read_bytes())
     boxes = segment_lines(gray)
-    crops = [box.crop(gray) for box in boxes]
+    crops = [box.crop(gray, line_height) for box in boxes]
     if line_height:
         crops = [_prepared(crop, line_height) for crop in crops]
     return SegmentedPage(gray.width, gray.height, boxes, crops)

@@ -22,9 +22,11 @@ class LineBox:
     inner: tuple[int, int] | None = None  # (width, height) of the straightened line inside this bounding box
     pad: int = 0  # paper kept around the ink when cropping (the recognizer was trained on lines with a margin)
 
-    def crop(self, page: Image.Image) -> Image.Image:
+    def crop(self, page: Image.Image, target_height: int | None = None) -> Image.Image:
         """The line's pixels with `pad` of paper around them; on a skewed page, the straightened line cut from
-        around its centre."""
+        around its centre. `target_height`: the height the line will be resized to next (a recognizer's input); a
+        skewed line more than twice that is first reduced by a whole factor (box filter) that keeps it at least twice
+        the target, so the rotation runs on a fraction of the pixels (an archive line of ~300 px read at 48: 1/9)."""
         p = self.pad
         x0, y0, x1, y1 = self.x0 - p, self.y0 - p, self.x1 + p, self.y1 + p
         region = Image.new("L", (x1 - x0, y1 - y0), 255)  # paper beyond the page edge, never black
@@ -34,9 +36,13 @@ class LineBox:
         region.paste(inside, (max(0, x0) - x0, max(0, y0) - y0))
         if not self.skew or self.inner is None:
             return region
+        w, h = self.inner[0] + 2 * p, self.inner[1] + 2 * p
+        factor = max(1, h // (2 * target_height)) if target_height else 1
+        if factor > 1:
+            region = region.reduce(factor)
+            w, h = w / factor, h / factor
         region = region.rotate(self.skew, resample=Image.BILINEAR, fillcolor=255)
-        (w, h), cx, cy = self.inner, region.width / 2, region.height / 2
-        w, h = w + 2 * p, h + 2 * p
+        cx, cy = region.width / 2, region.height / 2
         return region.crop((round(cx - w / 2), round(cy - h / 2), round(cx + w / 2), round(cy + h / 2)))
 
 

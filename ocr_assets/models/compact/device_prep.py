@@ -13,6 +13,7 @@ Runs on any torch device; `read_encoded` is the end-to-end path `benchmarks/spee
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -180,7 +181,8 @@ def _decode_jpegs_on_device(jpeg, items: list[tuple[int, bytes]], device) -> tup
 
 def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, workers: int = 8,
                  prefetch: int = 4, decoder: str = "auto", device_jpeg: bool | None = None,
-                 stats: dict | None = None) -> Iterator[tuple[int, Recognition]]:
+                 stats: dict | None = None, in_flight: int = 1, prepare_on: str = "device"
+                 ) -> Iterator[tuple[int, Recognition]]:
     """(index, Recognition) for every encoded line image (PNG, JPEG, TIFF, ...), in batch order (errors first), with
     a torch CompactRecognizer on any device.
 
@@ -188,6 +190,9 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     forked processes decode them into shared buffers (page-locked on CUDA); the device copies a batch on a side
     stream, unpacks and prepares it (`prepare_flat`), reads it and sends back only each frame's best label and its
     probability, while the host already launches the next batch and turns the previous one into text.
+    `in_flight`: batches queued on the device ahead of the one being turned into text. `prepare_on="host"`: the
+    feed's workers also resize (`lines.prepare_line`'s own Pillow steps, so the CPU path's pixels) and the device
+    only reads; "device" (default): the workers only decode and `prepare_flat` resizes on the device.
     JPEG lines are decoded on the GPU by nvJPEG when torchvision is there (`device_jpeg`, default: on CUDA) —
     within a grey level or two of Pillow's decoder; everything else is Pillow's (or OpenCV's, identical) pixels.
     `stats`, when given, receives the feed's decoder and timings."""
@@ -197,8 +202,13 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     height = recognizer.model.config.input_height
     cuda = device.type == "cuda"
     jpeg = _device_jpeg() if (cuda and device_jpeg is not False) else None
-    feed = LineFeed(blobs, height, batch_size, workers=workers, slots=prefetch + 2,
-                    device_kinds=(JPEG,) if jpeg else (), decoder=decoder)
+    in_flight = max(1, int(in_flight))
+    if prepare_on not in ("device", "host"):
+        raise ValueError(f"prepare_on must be 'device' or 'host'; got {prepare_on!r}")
+    host_prep = prepare_on == "host"
+    jpeg = None if host_prep else jpeg
+    feed = LineFeed(blobs, height, batch_size, workers=workers, slots=prefetch + in_flight + 1,
+                    device_kinds=(JPEG,) if jpeg else (), decoder=decoder, prepare=host_prep)
     if stats is not None:
         stats.update(decoder=feed.decoder, device_jpeg=bool(jpeg), batches=len(feed.batches), workers=feed.workers)
     runner = recognizer._inference_model()
@@ -208,17 +218,16 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
         try:
             for i, message in feed.errors:
                 yield i, Recognition(text="", confidence=0.0, error=message)
-            previous = None
+            launched: deque = deque()
             with torch.inference_mode(), recognizer._autocast():
                 for batch in feed:
                     for i, message in batch.errors:
                         yield i, Recognition(text="", confidence=0.0, error=message)
-                    launched = _launch(recognizer, runner, batch, height, device, copy_stream, jpeg)
-                    if previous is not None:
-                        yield from _finish(recognizer, feed, previous)
-                    previous = launched
-                if previous is not None:
-                    yield from _finish(recognizer, feed, previous)
+                    launched.append(_launch(recognizer, runner, batch, height, device, copy_stream, jpeg))
+                    while len(launched) > in_flight:
+                        yield from _finish(recognizer, feed, launched.popleft())
+                while launched:
+                    yield from _finish(recognizer, feed, launched.popleft())
         finally:
             if cuda:
                 torch.cuda.synchronize(device)
@@ -247,8 +256,15 @@ def _launch(recognizer, runner, batch, height: int, device, copy_stream, jpeg):
                 im = torch.zeros(size, dtype=torch.uint8, device=device)
             parts.append(im.reshape(-1))
         flat = torch.cat(parts)
-    with torch.autocast(device.type, enabled=False):  # the resize sums 8-bit values: full precision
-        pixels, lengths = prepare_flat(flat, batch.offsets, batch.heights, batch.widths, height)
+    if batch.width:  # prepared by the feed's workers: (lines, height, width) rows, failed lines' rows left out
+        rows = flat.view(-1, height, batch.width)
+        if len(batch.indices) != rows.shape[0]:
+            rows = rows[torch.from_numpy(batch.offsets // (height * batch.width)).to(device)]
+        pixels = rows.unsqueeze(1)
+        lengths = torch.from_numpy(batch.widths).to(device, non_blocking=True)
+    else:
+        with torch.autocast(device.type, enabled=False):  # the resize sums 8-bit values: full precision
+            pixels, lengths = prepare_flat(flat, batch.offsets, batch.heights, batch.widths, height)
     out = runner(pixels, lengths)
     probs, best = out.logits.float().softmax(-1).max(-1)
     host, done = [best, probs, out.output_lengths], None

@@ -178,14 +178,40 @@ def _worker_init(blobs, kinds, buffers, decoder) -> None:
     _WORKER.update(blobs=blobs, kinds=kinds, buffers=buffers, decoder=decoder)
 
 
-def _decode_task(slot: int, indices: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> tuple[list, list]:
-    """Decode lines `indices` into buffer `slot` at `offsets`: (errors [(index, message)], shapes [(h, w)])."""
+def prepare_into(pixels: np.ndarray, height: int, out: np.ndarray) -> int:
+    """`lines.prepare_line` on decoded grey pixels, written into `out` ((height, W) of a batch, its padding zeroed);
+    the prepared width. A line wider than W (only when EXIF rotation turned it) is squeezed to W."""
+    from PIL import Image
+
+    from ocr_assets.models.compact.lines import _ink_lut
+
+    h, w = pixels.shape
+    new_w = min(target_width(w, h, height), out.shape[1])
+    small = Image.fromarray(pixels).resize((new_w, height), Image.BILINEAR)
+    out[:, :new_w] = np.asarray(small.point(_ink_lut(small.histogram())), dtype=np.uint8)
+    out[:, new_w:] = 0
+    return new_w
+
+
+def _decode_task(slot: int, indices: np.ndarray, offsets: np.ndarray, sizes: np.ndarray,
+                 prepare: tuple[int, int] | None = None, raw_sizes: np.ndarray | None = None) -> tuple[list, list]:
+    """Decode lines `indices` into buffer `slot` at `offsets`: (errors [(index, message)], shapes [(h, w)]).
+    With `prepare` (height, batch width), each line (`raw_sizes` pixels decoded) is prepared as well and written as
+    (height, batch width) rows at its offset; shapes then give (height, prepared width)."""
     blobs, kinds, decoder = _WORKER["blobs"], _WORKER["kinds"], _WORKER["decoder"]
     buffer = np.frombuffer(_WORKER["buffers"][slot], dtype=np.uint8)
     errors, shapes = [], []
-    for i, off, n in zip(indices.tolist(), offsets.tolist(), sizes.tolist()):
+    raws = raw_sizes.tolist() if raw_sizes is not None else [0] * len(indices)
+    for i, off, n, raw_n in zip(indices.tolist(), offsets.tolist(), sizes.tolist(), raws):
         try:
-            shapes.append(decode_into(blobs[i], int(kinds[i]), buffer[off : off + n], decoder))
+            if prepare is None:
+                shapes.append(decode_into(blobs[i], int(kinds[i]), buffer[off : off + n], decoder))
+            else:
+                height, width = prepare
+                raw = np.empty(raw_n, dtype=np.uint8)
+                h, w = decode_into(blobs[i], int(kinds[i]), raw, decoder)
+                rows = buffer[off : off + n].reshape(height, width)
+                shapes.append((height, prepare_into(raw.reshape(h, w), height, rows)))
         except Exception as exc:  # noqa: BLE001 - one bad image gives an error row
             errors.append((i, f"{type(exc).__name__}: {exc}"))
             shapes.append((0, 0))
@@ -210,16 +236,22 @@ class FeedBatch:
     host_bytes: int
     device: list[tuple[int, bytes]] = field(default_factory=list)  # (position in the batch, encoded bytes)
     errors: list[tuple[int, str]] = field(default_factory=list)
+    width: int = 0  # prepared feeds: every line is (height, width) at its offset, `widths` its prepared width
 
 
 class LineFeed:
     """Batches of decoded lines from encoded bytes, in order. `workers` processes (0: in this process) decode
     ahead into `slots` reusable shared buffers; lines whose kind is in `device_kinds` stay encoded for the
-    consumer. Use as a context manager; call `release(batch.slot)` when a batch's pixels have been consumed."""
+    consumer. Use as a context manager; call `release(batch.slot)` when a batch's pixels have been consumed.
+    `prepare`: workers also prepare each line as `lines.prepare_line` does (Pillow's resize and ink table, the same
+    pixels as the CPU path) and a batch arrives as (lines, height, width) rows, zero-padded (no device kinds then)."""
 
     def __init__(self, blobs: Sequence[bytes], height: int, batch_size: int = 1024, workers: int = 0,
                  slots: int = 6, device_kinds: Sequence[int] = (), decoder: str = "auto", waste: float = 0.15,
-                 multiple: int = PAD_MULTIPLE, task_lines: int = TASK_LINES):
+                 multiple: int = PAD_MULTIPLE, task_lines: int = TASK_LINES, prepare: bool = False):
+        self.height, self.prepare = height, bool(prepare)
+        if self.prepare:
+            device_kinds = ()
         self.blobs = blobs
         self.decoder = decoder_name(decoder)
         self.errors: list[tuple[int, str]] = []
@@ -237,12 +269,13 @@ class LineFeed:
             self.w[i], self.h[i], self.kinds[i] = w, h, kind
             good.append(i)
             prepared.append(target_width(w, h, height))
-        self.batches = [np.asarray([good[k] for k in b], dtype=np.int64)
-                        for b in width_batches(prepared, batch_size, waste=waste, multiple=multiple)]
+        groups = width_batches(prepared, batch_size, waste=waste, multiple=multiple)
+        self.batches = [np.asarray([good[k] for k in b], dtype=np.int64) for b in groups]
+        self.batch_widths = [-(-max(prepared[k] for k in b) // multiple) * multiple for b in groups]
         self.device_kinds = tuple(device_kinds)
         self.task_lines = max(1, task_lines)
         self.workers = workers if "fork" in multiprocessing.get_all_start_methods() else 0
-        sizes = [int(self._host_bytes(b)) for b in self.batches]
+        sizes = [int(self._host_bytes(b, k)) for k, b in enumerate(self.batches)]
         self.slot_bytes = max(sizes, default=0) or 1
         self.buffers = [mmap.mmap(-1, self.slot_bytes) for _ in range(max(1, min(slots, len(self.batches) or 1)))]
         self.views = [np.frombuffer(m, dtype=np.uint8) for m in self.buffers]
@@ -254,7 +287,9 @@ class LineFeed:
             return np.ones(len(batch), dtype=bool)
         return ~np.isin(self.kinds[batch], self.device_kinds)
 
-    def _host_bytes(self, batch: np.ndarray) -> int:
+    def _host_bytes(self, batch: np.ndarray, number: int) -> int:
+        if self.prepare:
+            return len(batch) * self.height * self.batch_widths[number]
         return int((self.h[batch] * self.w[batch])[self._host(batch)].sum())
 
     def __enter__(self) -> "LineFeed":
@@ -280,34 +315,40 @@ class LineFeed:
     def release(self, slot: int) -> None:
         self.free.append(slot)
 
-    def _layout(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    def _layout(self, batch: np.ndarray, number: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         host = self._host(batch)
+        if self.prepare:
+            row = self.height * self.batch_widths[number]
+            return host, np.full(len(batch), row, dtype=np.int64), np.arange(len(batch), dtype=np.int64) * row, row * len(batch)
         sizes = self.h[batch] * self.w[batch]
         order = np.concatenate([np.flatnonzero(host), np.flatnonzero(~host)])  # host lines first, then device ones
         offsets = np.zeros(len(batch), dtype=np.int64)
         offsets[order] = np.concatenate([[0], np.cumsum(sizes[order])[:-1]]) if len(batch) else []
         return host, sizes, offsets, int(sizes[host].sum())
 
-    def _submit(self, batch: np.ndarray, slot: int):
-        host, sizes, offsets, host_bytes = self._layout(batch)
+    def _submit(self, number: int, slot: int):
+        batch = self.batches[number]
+        host, sizes, offsets, host_bytes = self._layout(batch, number)
         where = np.flatnonzero(host)
+        prepare = (self.height, self.batch_widths[number]) if self.prepare else None
         tasks = []
         for lo in range(0, len(where), self.task_lines):
             part = where[lo : lo + self.task_lines]
-            args = (slot, batch[part], offsets[part], sizes[part])
+            args = (slot, batch[part], offsets[part], sizes[part], prepare,
+                    (self.h[batch[part]] * self.w[batch[part]]) if self.prepare else None)
             tasks.append((part, self.pool.apply_async(_decode_task, args) if self.pool else _decode_task(*args)))
-        return batch, slot, host, offsets, host_bytes, tasks
+        return batch, slot, host, offsets, host_bytes, tasks, (prepare[1] if prepare else 0)
 
     def __iter__(self) -> Iterator[FeedBatch]:
         pending: list = []
         following = 0
         for _ in range(len(self.batches)):
             while self.free and following < len(self.batches) and (len(pending) < len(self.buffers)):
-                pending.append(self._submit(self.batches[following], self.free.pop(0)))
+                pending.append(self._submit(following, self.free.pop(0)))
                 following += 1
             if not pending:
                 raise RuntimeError("LineFeed: every buffer is held; release(batch.slot) consumed batches")
-            batch, slot, host, offsets, host_bytes, tasks = pending.pop(0)
+            batch, slot, host, offsets, host_bytes, tasks, width = pending.pop(0)
             heights, widths = self.h[batch].copy(), self.w[batch].copy()
             failed = np.zeros(len(batch), dtype=bool)
             errors: list[tuple[int, str]] = []
@@ -321,4 +362,4 @@ class LineFeed:
             device = [(int(k), self.blobs[batch[k]]) for k in np.flatnonzero(keep & ~host)]
             yield FeedBatch(slot, batch[keep], heights[keep], widths[keep], offsets[keep],
                             self.views[slot][:host_bytes], host_bytes,
-                            [(int(np.count_nonzero(keep[:k])), blob) for k, blob in device], errors)
+                            [(int(np.count_nonzero(keep[:k])), blob) for k, blob in device], errors, width)
