@@ -62,7 +62,7 @@ def main() -> None:
     texts = [None] * len(blobs)
     torch.cuda.synchronize()
     start = time.perf_counter()
-    with torch.inference_mode(), rec._autocast():
+    with torch.inference_mode(), rec._inference_context():
         for idx, pixels, widths in loader:
             out = runner(pixels.to("cuda", non_blocking=True), widths.to("cuda"))
             for i, (ids, _, _) in zip(idx, greedy_decode(out.logits, out.output_lengths)):

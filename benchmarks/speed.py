@@ -288,7 +288,7 @@ def gpu_rows(args, card: str, folder: Path, sets) -> None:
     runner = rec._inference_model()
     batches = [collate_lines(arrays[i : i + args.gpu_batch]) for i in range(0, len(arrays), args.gpu_batch)]
     batches = [(p.cuda(), w.cuda()) for p, w in batches]
-    with torch.inference_mode(), rec._autocast():
+    with torch.inference_mode(), rec._inference_context():
         for p, w in batches:
             runner(p, w)
         torch.cuda.synchronize()

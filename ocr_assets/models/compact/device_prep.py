@@ -219,7 +219,7 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
             for i, message in feed.errors:
                 yield i, Recognition(text="", confidence=0.0, error=message)
             launched: deque = deque()
-            with torch.inference_mode(), recognizer._autocast():
+            with torch.inference_mode(), recognizer._inference_context():
                 for batch in feed:
                     for i, message in batch.errors:
                         yield i, Recognition(text="", confidence=0.0, error=message)

@@ -74,7 +74,8 @@ class ConvFrontEnd(nn.Module):
         """(batch, frames, features); with widths, columns past each line's end are zeroed after every stage,
         exactly as the convolutions' own zero padding would see them, so batching never changes a reading."""
         features = pixels
-        padded = widths is not None and bool((widths < pixels.shape[-1]).any())
+        # On an accelerator, mask always (asking would wait for the device; a full-width mask changes nothing).
+        padded = widths is not None and (widths.device.type != "cpu" or bool((widths < pixels.shape[-1]).any()))
         for layer in self.layers:
             features = layer(features)
             if padded and isinstance(layer, nn.Conv2d):
@@ -247,9 +248,11 @@ class CompactOCRModel(PreTrainedModel):
 
     @staticmethod
     def frame_masks(lengths: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(keep, attention mask) for lines shorter than the batch's frames; (None, None) when none is."""
+        """(keep, attention mask) for lines shorter than the batch's frames; (None, None) when none is. On an
+        accelerator the masks are always built: asking whether any line is shorter would wait for the device and
+        stop the host from queueing the next batch (an all-true mask reads the same)."""
         frames = hidden.shape[1]
-        if not bool((lengths < frames).any()):
+        if lengths.device.type == "cpu" and not bool((lengths < frames).any()):
             return None, None
         valid = torch.arange(frames, device=hidden.device)[None, :] < lengths[:, None]
         return valid[:, :, None].to(hidden.dtype), valid[:, None, None, :]
