@@ -279,7 +279,8 @@ def gpu_rows(args, card: str, folder: Path, sets) -> None:
             count = sum(1 for _ in read_encoded(rec, blobs, batch_size=args.gpu_batch, workers=workers, stats=stats))
             torch.cuda.synchronize()
             row("GPU lines", f"ours, {label} as {kind} bytes -> text, {workers} decode workers "
-                f"({stats['decoder']}{', nvJPEG' if stats['device_jpeg'] else ''}), resize on the GPU ({card})",
+                f"({stats['decoder']}{', nvJPEG' if stats['device_jpeg'] else ''}), resize on the {'host' if stats['prepared_on'] == 'host' else 'GPU'}, "
+                f"{stats['in_flight']} in flight ({card})",
                 time.perf_counter() - start, count, "lines/s",
                 f"python benchmarks/speed.py --gpu-lines {args.gpu_lines} --gpu-batch {args.gpu_batch}")
     # The model (+ CTC decode) alone on prepared lines: what the GPU could do if the host kept up.
@@ -357,7 +358,7 @@ def main() -> None:
     ap.add_argument("--feed-workers", default="0,1", help="comma list of worker counts for the host-feed rows")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    if shared_data_dir() is None:
+    if shared_data_dir() is None and not (args.skip_lines and args.skip_pages and args.line_dirs):
         raise SystemExit("needs ../shared/data (ocr_gs_print) for the real lines")
     cli = shlex.split(args.cli) if args.cli else [os.path.relpath(Path(sys.executable).with_name("ocr-assets"))]
     info = machine()

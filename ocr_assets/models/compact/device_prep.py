@@ -181,7 +181,7 @@ def _decode_jpegs_on_device(jpeg, items: list[tuple[int, bytes]], device) -> tup
 
 def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, workers: int = 8,
                  prefetch: int = 4, decoder: str = "auto", device_jpeg: bool | None = None,
-                 stats: dict | None = None, in_flight: int = 1, prepare_on: str = "device"
+                 stats: dict | None = None, in_flight: int | None = None, prepare_on: str = "auto"
                  ) -> Iterator[tuple[int, Recognition]]:
     """(index, Recognition) for every encoded line image (PNG, JPEG, TIFF, ...), in batch order (errors first), with
     a torch CompactRecognizer on any device.
@@ -190,9 +190,11 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     forked processes decode them into shared buffers (page-locked on CUDA); the device copies a batch on a side
     stream, unpacks and prepares it (`prepare_flat`), reads it and sends back only each frame's best label and its
     probability, while the host already launches the next batch and turns the previous one into text.
-    `in_flight`: batches queued on the device ahead of the one being turned into text. `prepare_on="host"`: the
-    feed's workers also resize (`lines.prepare_line`'s own Pillow steps, so the CPU path's pixels) and the device
-    only reads; "device" (default): the workers only decode and `prepare_flat` resizes on the device.
+    `in_flight`: batches queued on the device ahead of the one being turned into text (default: 2 when the host
+    prepares, else 1 — the faster of each on an H200). `prepare_on="host"`: the feed's workers also resize
+    (`lines.prepare_line`'s own Pillow steps, so the CPU path's pixels) and the device only reads; "device": the
+    workers only decode and `prepare_flat` resizes on the device; "auto" (default): host for lines near the model's
+    height (`line_feed.AUTO_PREPARE_MAX_HEIGHT`) unless most are JPEG for nvJPEG, device otherwise.
     JPEG lines are decoded on the GPU by nvJPEG when torchvision is there (`device_jpeg`, default: on CUDA) —
     within a grey level or two of Pillow's decoder; everything else is Pillow's (or OpenCV's, identical) pixels.
     `stats`, when given, receives the feed's decoder and timings."""
@@ -202,15 +204,16 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     height = recognizer.model.config.input_height
     cuda = device.type == "cuda"
     jpeg = _device_jpeg() if (cuda and device_jpeg is not False) else None
-    in_flight = max(1, int(in_flight))
-    if prepare_on not in ("device", "host"):
-        raise ValueError(f"prepare_on must be 'device' or 'host'; got {prepare_on!r}")
-    host_prep = prepare_on == "host"
-    jpeg = None if host_prep else jpeg
-    feed = LineFeed(blobs, height, batch_size, workers=workers, slots=prefetch + in_flight + 1,
-                    device_kinds=(JPEG,) if jpeg else (), decoder=decoder, prepare=host_prep)
+    if prepare_on not in ("device", "host", "auto"):
+        raise ValueError(f"prepare_on must be 'device', 'host' or 'auto'; got {prepare_on!r}")
+    prepare = {"device": False, "host": True, "auto": "auto"}[prepare_on]
+    feed = LineFeed(blobs, height, batch_size, workers=workers, slots=prefetch + max(1, in_flight or 2) + 1,
+                    device_kinds=(JPEG,) if jpeg else (), decoder=decoder, prepare=prepare)
+    jpeg = None if feed.prepare else jpeg
+    in_flight = max(1, int(in_flight)) if in_flight is not None else (2 if feed.prepare else 1)
     if stats is not None:
-        stats.update(decoder=feed.decoder, device_jpeg=bool(jpeg), batches=len(feed.batches), workers=feed.workers)
+        stats.update(decoder=feed.decoder, device_jpeg=bool(jpeg), batches=len(feed.batches), workers=feed.workers,
+                     prepared_on="host" if feed.prepare else "device", in_flight=in_flight)
     runner = recognizer._inference_model()
     copy_stream = torch.cuda.Stream(device) if cuda else None
     with feed:
