@@ -37,7 +37,9 @@ def install(cache: Path) -> None:
     from PIL import Image
     from kraken.lib import functional_im_transforms as F_t
 
-    original = F_t.pil_dewarp
+    if getattr(F_t.pil_dewarp, "memoised_in", None) == cache:
+        return
+    original = getattr(F_t.pil_dewarp, "original", F_t.pil_dewarp)
     cache.mkdir(parents=True, exist_ok=True)
 
     def pil_dewarp(im, lnorm):
@@ -57,6 +59,7 @@ def install(cache: Path) -> None:
                   file=sys.stderr, flush=True)
         return out
 
+    pil_dewarp.memoised_in, pil_dewarp.original = cache, original
     F_t.pil_dewarp = pil_dewarp
 
 
@@ -69,6 +72,7 @@ def _prewarm_file(job: tuple[str, int, str, int, int]) -> tuple[int, int]:
 
     arrow, height, cache, lo, hi = job
     install(Path(cache))
+    before = dict(_STATS)
     grey = v2.Grayscale(num_output_channels=1)
     lnorm = CenterNormalizer(height)
     with pa.memory_map(arrow, "rb") as source:
@@ -77,7 +81,7 @@ def _prewarm_file(job: tuple[str, int, str, int, int]) -> tuple[int, int]:
     for i in range(lo, min(hi, len(column))):
         sample = column[i].as_py()
         F_t.pil_dewarp(grey(Image.open(io.BytesIO(sample["im"]))), lnorm)
-    return _STATS["hits"], _STATS["misses"]
+    return _STATS["hits"] - before["hits"], _STATS["misses"] - before["misses"]
 
 
 def prewarm(arrows: list[str], height: int, cache: Path, workers: int, chunk: int = 64) -> None:

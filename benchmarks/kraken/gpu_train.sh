@@ -18,6 +18,10 @@
 # acc 0.00 -> 0.97, still rising). Converging all five (Kraken's default --lag 10) needs roughly 40+ minutes of
 # this machine, more than one session's device budget; the GPU `ketos test` check (TEST_S=60 then) timed out.
 # Resume: a second call on a still-warm machine picks up checkpoint_abort.ckpt from /tmp/kraken_work.
+# Run 2 (session 7: TRAIN_S=400 TEST_S=60 LAG=10, dewarp cache): prewarm 75 s on 16 cores (5,600 lines once);
+# training stopped at the 400 s guard (at least one fold still improving); the call's 600 s limit then cut the
+# export after three folds (Dhahabi, Buldan, Muntazam models came back, the summary and logs did not: both are
+# now written first). Next run: TRAIN_S<=330 so export and test fit in one call.
 set -u
 OUT="${OUT:-/tmp/kraken_out}"; mkdir -p "$OUT"
 TRAIN_S="${TRAIN_S:-400}"; TEST_S="${TEST_S:-120}"; LAG="${LAG:-10}"; WORKERS="${WORKERS:-3}"; BATCH="${BATCH:-32}"
@@ -49,7 +53,9 @@ for B in "${BOOKS[@]}"; do
 done
 wait
 echo "training wall s: $(( $(date +%s) - start ))" >> "$OUT/machine.txt"
-# Best model per fold, fp16 copy, history, GPU test of both on the held-out book.
+# Logs first (small; a call that runs out of time later still has them), then per fold: best model, fp16 copy,
+# history; then a GPU test of both on the held-out book.
+( cd "$W" && tar czf "$OUT/kraken_logs.tgz" fold_*/train.log fold_*/command.txt fold_*/seconds fold_*/tb 2>/dev/null )
 python3 - "$W" "$OUT" <<'PY'
 import glob, json, os, re, subprocess, sys
 from pathlib import Path
@@ -97,7 +103,8 @@ for d in sorted(W.glob("fold_*")):
         rt = {k: (v.half().float() if v.is_floating_point() else v) for k, v in tensors.items()}
         save_file(rt, str(d / "roundtrip_fp32.safetensors"), metadata=meta)
     summary[book] = info
-(OUT / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    # written after every fold: a call that runs out of time still brings back what was done (run 2 lost it)
+    (OUT / "train_summary.json").write_text(json.dumps(summary, indent=1))
 PY
 for B in "${BOOKS[@]}"; do
   d="$W/fold_$B"; best=$(ls "$d"/best_*.safetensors 2>/dev/null | head -1); [ -n "$best" ] || continue
