@@ -13,7 +13,8 @@ read by `ocr-assets pages`, Tesseract `--psm 3`, two processes; page CER on both
 segmentation in host worker processes, lines read on the GPU.
 
 --cli "CMD" measures another build's command for the whole-process rows (e.g. a checkout of older code:
---cli "env PYTHONPATH=OLD_CHECKOUT .venv/bin/python -m ocr_assets.cli" --runtimes default).
+--cli "env PYTHONSAFEPATH=1 PYTHONPATH=OLD_CHECKOUT .venv/bin/python -m ocr_assets.cli" --runtimes default;
+without PYTHONSAFEPATH=1, `-m` puts the working directory first on sys.path and this checkout's code runs instead).
 """
 
 from __future__ import annotations
