@@ -186,12 +186,11 @@ def prepare_into(pixels: np.ndarray, height: int, out: np.ndarray) -> int:
     the prepared width. A line wider than W (only when EXIF rotation turned it) is squeezed to W."""
     from PIL import Image
 
-    from ocr_assets.models.compact.lines import _ink_lut
+    from ocr_assets.models.compact.lines import resize_and_ink
 
     h, w = pixels.shape
     new_w = min(target_width(w, h, height), out.shape[1])
-    small = Image.fromarray(pixels).resize((new_w, height), Image.BILINEAR)
-    out[:, :new_w] = np.asarray(small.point(_ink_lut(small.histogram())), dtype=np.uint8)
+    out[:, :new_w] = resize_and_ink(Image.fromarray(pixels), new_w, height)
     out[:, new_w:] = 0
     return new_w
 

@@ -60,9 +60,14 @@ def prepare_line(source: Image.Image | bytes | str | Path, height: int) -> np.nd
     w, h = image.size
     if w < 1 or h < 1:
         raise ValueError(f"image is {w}x{h} pixels; a line image needs at least 1x1")
-    new_w = min(max(1, round(w * height / h)), height * MAX_WIDTH_PER_HEIGHT)
+    return resize_and_ink(image, min(max(1, round(w * height / h)), height * MAX_WIDTH_PER_HEIGHT), height)
+
+
+def resize_and_ink(image: Image.Image, width: int, height: int) -> np.ndarray:
+    """An 8-bit grey line at (width, height), ink = 255 on background 0: the last step of `prepare_line` (also run by
+    the GPU feed's workers, `line_feed.prepare_into`)."""
     # BILINEAR in Pillow filters over the whole footprint when shrinking, so thin strokes are not dropped.
-    small = image.resize((new_w, height), Image.BILINEAR)
+    small = image.resize((width, height), Image.BILINEAR)
     return np.asarray(small.point(_ink_lut(small.histogram())), dtype=np.uint8)
 
 
