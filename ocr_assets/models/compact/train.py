@@ -574,6 +574,7 @@ def train_compact(
     trains on its shard through DistributedDataParallel; rank 0 validates and writes checkpoints.
     """
     options = options or CompactTrainOptions()
+    given = model is not None  # trained weights to start from (a fine-tune), not a fresh model
     ctx = _init_distributed()
     device = ctx.device or resolve_device(config.device)
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
@@ -658,6 +659,14 @@ def train_compact(
             start_epoch, start_batch = start_epoch + 1, 0
         if ctx.main:
             logger.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, step, start_epoch, start_batch)
+
+    if given and val is not None and options.keep_best and resume_from is None:
+        # The starting weights are a candidate too: a fine-tune that only makes its held-out lines worse returns them.
+        scores = evaluate_cer(model, val[0], val[1], codec, device, options.val_batch_size, amp)
+        best_cer = scores["cer"]
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if ctx.main:
+            logger.info("before training: val CER %.4f (kept unless an epoch does better)", best_cer)
 
     runner = model if split is None else _TopOnFeatures(base, split)
     if ctx.world > 1:
