@@ -316,6 +316,12 @@ class LineFeed:
 
     def close(self) -> None:
         if self.pool is not None:
+            # SIGKILL first: the workers hold nothing to clean up (the buffers are this process's), and a forked
+            # worker can inherit a Python SIGTERM handler that never runs while it waits on a lock copied mid-use
+            # from a threaded parent; Pool.terminate() would then wait for it forever (seen once in a test run).
+            for worker in list(getattr(self.pool, "_pool", [])):
+                if worker.is_alive():
+                    worker.kill()
             self.pool.terminate()
             self.pool.join()
             self.pool = None
