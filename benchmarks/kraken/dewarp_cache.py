@@ -37,9 +37,7 @@ def install(cache: Path) -> None:
     from PIL import Image
     from kraken.lib import functional_im_transforms as F_t
 
-    if getattr(F_t.pil_dewarp, "memoised_in", None) == cache:
-        return
-    original = getattr(F_t.pil_dewarp, "original", F_t.pil_dewarp)
+    original = F_t.pil_dewarp
     cache.mkdir(parents=True, exist_ok=True)
 
     def pil_dewarp(im, lnorm):
@@ -59,19 +57,17 @@ def install(cache: Path) -> None:
                   file=sys.stderr, flush=True)
         return out
 
-    pil_dewarp.memoised_in, pil_dewarp.original = cache, original
     F_t.pil_dewarp = pil_dewarp
 
 
-def _prewarm_file(job: tuple[str, int, str, int, int]) -> tuple[int, int]:
+def _prewarm_file(job: tuple[str, int, int, int]) -> tuple[int, int]:
     import pyarrow as pa
     from PIL import Image
     from torchvision.transforms import v2
     from kraken.lib import functional_im_transforms as F_t
     from kraken.lib.lineest import CenterNormalizer
 
-    arrow, height, cache, lo, hi = job
-    install(Path(cache))
+    arrow, height, lo, hi = job  # the memoised dewarp is installed before the workers fork (`prewarm`)
     before = dict(_STATS)
     grey = v2.Grayscale(num_output_channels=1)
     lnorm = CenterNormalizer(height)
@@ -93,7 +89,8 @@ def prewarm(arrows: list[str], height: int, cache: Path, workers: int, chunk: in
     for arrow in arrows:
         with pa.memory_map(arrow, "rb") as source:
             n = pa.ipc.open_file(source).read_all().num_rows
-        jobs += [(arrow, height, str(cache), lo, lo + chunk) for lo in range(0, n, chunk)]
+        jobs += [(arrow, height, lo, lo + chunk) for lo in range(0, n, chunk)]
+    install(cache)
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         totals = np.array(pool.map(_prewarm_file, jobs, chunksize=1)).sum(0) if jobs else (0, 0)
     print(f"prewarm: {len(jobs)} chunks of {chunk} lines from {len(arrows)} files; "

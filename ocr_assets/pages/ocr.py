@@ -36,7 +36,8 @@ def refine_role(box: LineBox, text: str) -> None:
 def read_pages(recognizer: Recognizer, pages: list[tuple[str, Image.Image, list[LineBox]]],
                batch_size: int = 64) -> list[PageResult]:
     """Read the lines of all pages in one recognizer call (keeps a GPU busy across small pages)."""
-    crops = [box.crop(gray) for _, gray, boxes in pages for box in boxes]
+    height = prepared_line_height(recognizer)
+    crops = [box.crop(gray, height) for _, gray, boxes in pages for box in boxes]
     reads = iter(recognizer.recognize(crops, batch_size=batch_size) if crops else [])
     results = []
     for name, gray, boxes in pages:
@@ -67,15 +68,16 @@ class SegmentedPage:
     crops: list
 
 
-def segment_page_file(path: str, line_height: int | None = None) -> SegmentedPage:
-    """Decode a page file (the guarded decoder: size cap, any mode to 8-bit grey), segment it, cut its lines
-    (and prepare them for a compact recognizer reading lines `line_height` px high)."""
+def segment_page_file(path: str, line_height: int | None = None, prepare: bool = True) -> SegmentedPage:
+    """Decode a page file (the guarded decoder: size cap, any mode to 8-bit grey), segment it, cut its lines (for a
+    recognizer reading lines `line_height` px high: skewed lines straightened at a reduced scale) and, with
+    `prepare`, prepare them for it."""
     from ocr_assets.data.images import decode_line_image
 
     gray = decode_line_image(Path(path).read_bytes())
     boxes = segment_lines(gray)
     crops = [box.crop(gray, line_height) for box in boxes]
-    if line_height:
+    if line_height and prepare:
         crops = [_prepared(crop, line_height) for crop in crops]
     return SegmentedPage(gray.width, gray.height, boxes, crops)
 
@@ -89,9 +91,9 @@ def _prepared(crop: Image.Image, line_height: int):
         return f"{type(exc).__name__}: {exc}"
 
 
-def _segment_or_error(path: str, line_height: int | None = None) -> SegmentedPage | str:
+def _segment_or_error(path: str, line_height: int | None = None, prepare: bool = True) -> SegmentedPage | str:
     try:
-        return segment_page_file(path, line_height)
+        return segment_page_file(path, line_height, prepare)
     except Exception as exc:  # noqa: BLE001 - one bad page must not stop the others
         return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -113,8 +115,9 @@ def ocr_page_files(recognizer: Recognizer, paths: Sequence[Path], workers: int |
     `pages_per_read` pages per recognizer call so batches fill with lines of similar widths."""
     # Default: one per core, at most one per page and 16 (each worker holds numpy/scipy, ~100 MB).
     workers = min(os.cpu_count() or 1, len(paths), MAX_WORKERS) if workers is None else workers
-    if workers <= 0 or len(paths) == 1:
-        segmented: Iterator = (_segment_or_error(str(p)) for p in paths)  # the recognizer prepares (its threads)
+    height = prepared_line_height(recognizer)
+    if workers <= 0 or len(paths) == 1:  # crops cut for `height`; the recognizer prepares them (its threads)
+        segmented: Iterator = (_segment_or_error(str(p), height, False) for p in paths)
         yield from _read_segmented(recognizer, paths, segmented, pages_per_read, batch_size)
         return
     import multiprocessing
@@ -124,7 +127,6 @@ def ocr_page_files(recognizer: Recognizer, paths: Sequence[Path], workers: int |
         ahead = 2 * workers + pages_per_read  # bounded, so segmented pages never pile up in memory
         # Workers also prepare the lines for a compact recognizer: the resize runs beside the model, and 48 px
         # arrays instead of full-resolution crops come back through the pipe.
-        height = prepared_line_height(recognizer)
         pending: deque[Future] = deque(pool.submit(_segment_or_error, str(p), height) for p in paths[:ahead])
         queued = len(pending)
 

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from ocr_assets.models.base import Recognition
-from ocr_assets.models.compact.line_feed import target_width  # noqa: F401 - the prepared width, for callers
 from ocr_assets.models.compact.lines import MAX_WIDTH_PER_HEIGHT, PAD_MULTIPLE
 
 CHUNK = 128  # lines resized at once (bounds the gather's memory: chunk x height x width x taps)

@@ -20,6 +20,7 @@ import io
 import mmap
 import multiprocessing
 import os
+import signal
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ocr_assets.models.compact.lines import MAX_WIDTH_PER_HEIGHT, PAD_MULTIPLE, width_batches
+from ocr_assets.models.compact.lines import PAD_MULTIPLE, target_width, width_batches
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLAIN_PNG, JPEG, OTHER = 0, 1, 2  # line kinds: the fast lossless path, JPEG (host or device), the guarded decoder
@@ -38,11 +39,6 @@ TASK_LINES = 128  # lines per worker task: a batch is decoded by several workers
 # prepare="auto": workers also resize when the median line is at most this many times the model's height (48 px
 # lines: 17.2k lines/s end to end on an H200 against 10.6k resizing on the device; ~83 px lines: 4.9k against 6.3k).
 AUTO_PREPARE_MAX_HEIGHT = 1.5
-
-
-def target_width(w: int, h: int, height: int) -> int:
-    """The prepared width, exactly as `lines.prepare_line` computes it."""
-    return min(max(1, round(w * height / h)), height * MAX_WIDTH_PER_HEIGHT)
 
 
 def _jpeg_header(blob: bytes) -> tuple[int, int, int, bool] | None:
@@ -177,7 +173,12 @@ def decode_into(blob: bytes, kind: int, out: np.ndarray, decoder: str = "pillow"
 _WORKER: dict = {}
 
 
-def _worker_init(blobs, kinds, buffers, decoder) -> None:
+def _worker_init(blobs, kinds, buffers, decoder, forked: bool = False) -> None:
+    if forked:
+        # The kernel's SIGTERM, not a Python handler inherited from the parent: such a handler never runs while the
+        # worker waits on a lock copied mid-use from a threaded parent, and Pool.terminate() then waited for it
+        # forever (seen once in a test run). The workers own nothing to clean up (the buffers are the parent's).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _WORKER.update(blobs=blobs, kinds=kinds, buffers=buffers, decoder=decoder)
 
 
@@ -196,23 +197,22 @@ def prepare_into(pixels: np.ndarray, height: int, out: np.ndarray) -> int:
 
 
 def _decode_task(slot: int, indices: np.ndarray, offsets: np.ndarray, sizes: np.ndarray,
-                 prepare: tuple[int, int] | None = None, raw_sizes: np.ndarray | None = None) -> tuple[list, list]:
-    """Decode lines `indices` into buffer `slot` at `offsets`: (errors [(index, message)], shapes [(h, w)]).
-    With `prepare` (height, batch width), each line (`raw_sizes` pixels decoded) is prepared as well and written as
+                 prepare: tuple[int, int] | None = None) -> tuple[list, list]:
+    """Decode lines `indices` (`sizes` pixels each) into buffer `slot` at `offsets`: (errors [(index, message)],
+    shapes [(h, w)]). With `prepare` (height, batch width), each line is prepared as well and written as
     (height, batch width) rows at its offset; shapes then give (height, prepared width)."""
     blobs, kinds, decoder = _WORKER["blobs"], _WORKER["kinds"], _WORKER["decoder"]
     buffer = np.frombuffer(_WORKER["buffers"][slot], dtype=np.uint8)
     errors, shapes = [], []
-    raws = raw_sizes.tolist() if raw_sizes is not None else [0] * len(indices)
-    for i, off, n, raw_n in zip(indices.tolist(), offsets.tolist(), sizes.tolist(), raws):
+    for i, off, n in zip(indices.tolist(), offsets.tolist(), sizes.tolist()):
         try:
             if prepare is None:
                 shapes.append(decode_into(blobs[i], int(kinds[i]), buffer[off : off + n], decoder))
             else:
                 height, width = prepare
-                raw = np.empty(raw_n, dtype=np.uint8)
+                raw = np.empty(n, dtype=np.uint8)
                 h, w = decode_into(blobs[i], int(kinds[i]), raw, decoder)
-                rows = buffer[off : off + n].reshape(height, width)
+                rows = buffer[off : off + height * width].reshape(height, width)
                 shapes.append((height, prepare_into(raw.reshape(h, w), height, rows)))
         except Exception as exc:  # noqa: BLE001 - one bad image gives an error row
             errors.append((i, f"{type(exc).__name__}: {exc}"))
@@ -284,7 +284,7 @@ class LineFeed:
         self.device_kinds = tuple(device_kinds)
         self.task_lines = max(1, task_lines)
         self.workers = workers if "fork" in multiprocessing.get_all_start_methods() else 0
-        sizes = [int(self._host_bytes(b, k)) for k, b in enumerate(self.batches)]
+        sizes = [self._layout(b, k)[3] for k, b in enumerate(self.batches)]
         self.slot_bytes = max(sizes, default=0) or 1
         self.buffers = [mmap.mmap(-1, self.slot_bytes) for _ in range(max(1, min(slots, len(self.batches) or 1)))]
         self.views = [np.frombuffer(m, dtype=np.uint8) for m in self.buffers]
@@ -296,17 +296,12 @@ class LineFeed:
             return np.ones(len(batch), dtype=bool)
         return ~np.isin(self.kinds[batch], self.device_kinds)
 
-    def _host_bytes(self, batch: np.ndarray, number: int) -> int:
-        if self.prepare:
-            return len(batch) * self.height * self.batch_widths[number]
-        return int((self.h[batch] * self.w[batch])[self._host(batch)].sum())
-
     def __enter__(self) -> "LineFeed":
         if self.workers > 0 and self.batches:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process: workers use no threads
                 self.pool = multiprocessing.get_context("fork").Pool(
-                    self.workers, _worker_init, (self.blobs, self.kinds, self.buffers, self.decoder))
+                    self.workers, _worker_init, (self.blobs, self.kinds, self.buffers, self.decoder, True))
         else:
             _worker_init(self.blobs, self.kinds, self.buffers, self.decoder)
         return self
@@ -316,12 +311,6 @@ class LineFeed:
 
     def close(self) -> None:
         if self.pool is not None:
-            # SIGKILL first: the workers hold nothing to clean up (the buffers are this process's), and a forked
-            # worker can inherit a Python SIGTERM handler that never runs while it waits on a lock copied mid-use
-            # from a threaded parent; Pool.terminate() would then wait for it forever (seen once in a test run).
-            for worker in list(getattr(self.pool, "_pool", [])):
-                if worker.is_alive():
-                    worker.kill()
             self.pool.terminate()
             self.pool.join()
             self.pool = None
@@ -331,11 +320,12 @@ class LineFeed:
         self.free.append(slot)
 
     def _layout(self, batch: np.ndarray, number: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(host lines, decoded pixels per line, offsets in the buffer, bytes of host lines in the buffer)."""
         host = self._host(batch)
-        if self.prepare:
-            row = self.height * self.batch_widths[number]
-            return host, np.full(len(batch), row, dtype=np.int64), np.arange(len(batch), dtype=np.int64) * row, row * len(batch)
         sizes = self.h[batch] * self.w[batch]
+        if self.prepare:  # every line gets a (height, batch width) slot
+            row = self.height * self.batch_widths[number]
+            return host, sizes, np.arange(len(batch), dtype=np.int64) * row, row * len(batch)
         order = np.concatenate([np.flatnonzero(host), np.flatnonzero(~host)])  # host lines first, then device ones
         offsets = np.zeros(len(batch), dtype=np.int64)
         offsets[order] = np.concatenate([[0], np.cumsum(sizes[order])[:-1]]) if len(batch) else []
@@ -349,8 +339,7 @@ class LineFeed:
         tasks = []
         for lo in range(0, len(where), self.task_lines):
             part = where[lo : lo + self.task_lines]
-            args = (slot, batch[part], offsets[part], sizes[part], prepare,
-                    (self.h[batch[part]] * self.w[batch[part]]) if self.prepare else None)
+            args = (slot, batch[part], offsets[part], sizes[part], prepare)
             tasks.append((part, self.pool.apply_async(_decode_task, args) if self.pool else _decode_task(*args)))
         return batch, slot, host, offsets, host_bytes, tasks, (prepare[1] if prepare else 0)
 

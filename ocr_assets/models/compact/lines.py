@@ -60,7 +60,12 @@ def prepare_line(source: Image.Image | bytes | str | Path, height: int) -> np.nd
     w, h = image.size
     if w < 1 or h < 1:
         raise ValueError(f"image is {w}x{h} pixels; a line image needs at least 1x1")
-    return resize_and_ink(image, min(max(1, round(w * height / h)), height * MAX_WIDTH_PER_HEIGHT), height)
+    return resize_and_ink(image, target_width(w, h, height), height)
+
+
+def target_width(w: int, h: int, height: int) -> int:
+    """The width a w x h line has once prepared at `height` (aspect ratio kept, capped at MAX_WIDTH_PER_HEIGHT)."""
+    return min(max(1, round(w * height / h)), height * MAX_WIDTH_PER_HEIGHT)
 
 
 def resize_and_ink(image: Image.Image, width: int, height: int) -> np.ndarray:

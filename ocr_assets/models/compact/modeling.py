@@ -38,6 +38,13 @@ class CompactOCROutput(ModelOutput):
     output_lengths: torch.Tensor | None = None
 
 
+def may_be_shorter(lengths: torch.Tensor, size: int) -> bool:
+    """Whether any line in the batch may be shorter than `size` (so padding must be masked). On an accelerator always
+    True: asking would make the host wait for the device and stop it queueing the next batch, and a mask that covers
+    every column reads the same."""
+    return lengths.device.type != "cpu" or bool((lengths < size).any())
+
+
 def mirror_within_width(pixels: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
     """Flip each image horizontally inside its own width; padding stays on the right."""
     width = pixels.shape[-1]
@@ -74,8 +81,7 @@ class ConvFrontEnd(nn.Module):
         """(batch, frames, features); with widths, columns past each line's end are zeroed after every stage,
         exactly as the convolutions' own zero padding would see them, so batching never changes a reading."""
         features = pixels
-        # On an accelerator, mask always (asking would wait for the device; a full-width mask changes nothing).
-        padded = widths is not None and (widths.device.type != "cpu" or bool((widths < pixels.shape[-1]).any()))
+        padded = widths is not None and may_be_shorter(widths, pixels.shape[-1])
         for layer in self.layers:
             features = layer(features)
             if padded and isinstance(layer, nn.Conv2d):
@@ -248,11 +254,10 @@ class CompactOCRModel(PreTrainedModel):
 
     @staticmethod
     def frame_masks(lengths: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(keep, attention mask) for lines shorter than the batch's frames; (None, None) when none is. On an
-        accelerator the masks are always built: asking whether any line is shorter would wait for the device and
-        stop the host from queueing the next batch (an all-true mask reads the same)."""
+        """(keep, attention mask) for lines shorter than the batch's frames; (None, None) when none is
+        (`may_be_shorter`: on an accelerator the masks are always built)."""
         frames = hidden.shape[1]
-        if lengths.device.type == "cpu" and not bool((lengths < frames).any()):
+        if not may_be_shorter(lengths, frames):
             return None, None
         valid = torch.arange(frames, device=hidden.device)[None, :] < lengths[:, None]
         return valid[:, :, None].to(hidden.dtype), valid[:, None, None, :]
