@@ -53,6 +53,12 @@ def main() -> None:
         copy_lines(pngs[: args.train_lines], train)
         copy_lines(pngs[args.train_lines :], test)
         before = evaluate(cli, test, args.base)
+        # The book's conventions alone (`ocr-assets conventions`: the base model's weights, no training).
+        conv_cmd = [str(cli), "conventions", str(train), "--out", str(Path(tmp) / "conventions"), "--base", args.base]
+        start = time.perf_counter()
+        subprocess.run(conv_cmd, check=True, capture_output=True, text=True)
+        conv_wall = time.perf_counter() - start
+        only = evaluate(cli, test, str(Path(tmp) / "conventions"))
         cmd = [str(cli), "finetune", str(train), "--out", str(Path(tmp) / "adapted"), "--base", args.base, "--device", "cpu"]
         if args.epochs:
             cmd += ["--epochs", str(args.epochs)]
@@ -71,6 +77,8 @@ def main() -> None:
     print("| | CER | CER_norm | WER |")
     print("|---|---|---|---|")
     print(f"| before (fold base) | {before['cer']:.4f} | {before['cer_norm']:.4f} | {before['wer']:.4f} |")
+    print(f"| conventions only (`ocr-assets conventions`, {conv_wall:.1f} s, no training) | {only['cer']:.4f} | "
+          f"{only['cer_norm']:.4f} | {only['wer']:.4f} |")
     print(f"| after `ocr-assets finetune` | {after['cer']:.4f} | {after['cer_norm']:.4f} | {after['wer']:.4f} |")
     print(f"\nfine-tune: wall time {wall:.1f} s for the whole `ocr-assets finetune` process (epochs {summary.get('epochs')}), "
           f"peak RSS {summary.get('peak_rss_mb')} MB (children max {peak_mb:.0f} MB, evaluation processes included); "

@@ -12,12 +12,19 @@ cannot emit a 20-character expansion from a glyph a few frames wide, so the mode
 3. `Conventions.apply(...)`: model output gets the book's own expansion back (or keeps the Unicode ligature
    when the user asks), character confidences and positions following the characters they belong to.
 
-The same fold/apply pattern carries two habits found in the shared books, where the print and its transcription
+The same fold/apply pattern carries habits found in the shared books, where the print and its transcription
 disagree one character at a time: digits (the prints set «٥٨» and footnote markers «(١)», the transcriptions write
 «58» and «(1)») and vowel marks (the print is partly vocalised, the transcription drops the marks). A model
 trained on one series learns that series' habits and then imposes them on the next book; learned per book, the
 digits are folded to what the base model reads and written back in the book's system, and marks are dropped on
-output when the book's transcription never writes them.
+output when the book's transcription never writes them. Spacing around punctuation: two of the five shared books put a space
+before «،», «.», «:» and inside «« »», the other three do not, and a model trained on one kind imposes it on the
+other. Per mark and side, a candidate rule (a space always, or never) comes from the ground truth where the book's
+lines are consistent (`SPACING_SHARE`); it is kept only where it makes the base model's readings of the same lines
+closer to their transcription (in one shared book the transcription follows the print's own uneven spacing, which
+the model already reads: forcing the book's majority there adds errors). A fine-tune leaves the spacing in its
+targets (the model may learn it) and judges the rules again afterwards on its held-out lines read by the fine-tuned
+model (`rejudge_spacing`). Applied to the gap between two read characters; gaps without a kept rule stay as read.
 
 Stored as `conventions.json` in the model directory, so a merged, registered or served model keeps them.
 """
@@ -77,6 +84,12 @@ _TO_LATIN = str.maketrans(ARABIC_DIGITS, LATIN_DIGITS)
 _LETTER = re.compile("[\u0621-\u064A]")
 MIN_DIGITS = 5  # digits a book's lines must show before its digit system is learned
 MIN_LETTERS = 200  # letters before its habit about vowel marks is learned
+# Spacing: marks whose neighbouring space a book decides; a side is learned from MIN_GAPS occurrences with a
+# character on that side, as "always" when at least SPACING_SHARE of them have a space, "never" when at most 1 - it.
+SPACED_MARKS = "«»()[]{}،.:؛؟!-…,;?\""
+MIN_GAPS = 8
+SPACING_SHARE = 0.85
+_DIGIT = re.compile("[0-9\u0660-\u0669]")
 
 
 def _digits(texts) -> tuple[int, int]:
@@ -104,13 +117,15 @@ class Conventions:
     keep_ligatures: bool = False
     digits: str | None = None  # "latin" / "arabic": the system the book writes where the model reads the other
     drop_marks: bool = False  # the book's transcription writes no vowel marks where the model reads them
+    spacing: dict[str, dict[str, bool]] = field(default_factory=dict)  # mark -> {"before"/"after": space or not}
 
     def __bool__(self) -> bool:
-        return bool(self.expansions or self.digits or self.drop_marks)
+        return bool(self.expansions or self.digits or self.drop_marks or self.spacing)
 
     def fold(self, text: str) -> str:
         """Training target: every surface form of a learned ligature becomes the ligature character, digits are
-        written in the system the base model reads."""
+        written in the system the base model reads (spacing is left as the book writes it: a fine-tune may learn
+        it, and `rejudge_spacing` keeps only the rules that still help the fine-tuned model)."""
         text = normalize(text)
         for lig in LIGATURES:
             if lig.char in self.expansions:
@@ -147,18 +162,78 @@ class Conventions:
                 confs.extend([confidences[i]] * len(piece))
             if i < len(positions):
                 poss.extend([positions[i]] * len(piece))
-        return "".join(out), confs, poss
+        text = "".join(out)
+        if self.spacing:
+            text, confs, poss = self._space(text, confs, poss)
+        return text, confs, poss
+
+    def _gap(self, text: str, left: int, right: int) -> bool | None:
+        """Whether the book puts a space between characters `left` and `right` of `text` (None: its lines do not
+        say, or the mark is inside a number such as 3.5 or 1-2, which is never split)."""
+        def in_number(i: int) -> bool:
+            return 0 < i < len(text) - 1 and bool(_DIGIT.match(text[i - 1])) and bool(_DIGIT.match(text[i + 1]))
+
+        if in_number(left) or in_number(right):
+            return None
+        after = self.spacing.get(text[left], {}).get("after")
+        before = self.spacing.get(text[right], {}).get("before")
+        if after is None:
+            return before
+        if before is None or before == after:
+            return after
+        return None  # the two marks disagree: leave the gap as read
+
+    def _space(self, text: str, confs: list[float], poss: list[float]) -> tuple[str, list[float], list[float]]:
+        """Every gap between two read characters spaced as the book does; an added space takes the confidence and
+        position of the mark that asked for it, a removed one takes its own with it."""
+        kept = [i for i, ch in enumerate(text) if ch != " "]
+        if not kept:
+            return text, confs, poss
+        has_conf, has_pos = len(confs) == len(text), len(poss) == len(text)
+        out, out_c, out_p = [], [], []
+
+        def take(i: int) -> None:
+            out.append(text[i])
+            if has_conf:
+                out_c.append(confs[i])
+            if has_pos:
+                out_p.append(poss[i])
+
+        for k, i in enumerate(kept):
+            if k:
+                prev = kept[k - 1]
+                spaces = range(prev + 1, i)
+                want = self._gap(text, prev, i)
+                if want is None or (want and len(spaces)):
+                    for j in spaces:
+                        take(j)
+                elif want:
+                    mark = prev if text[prev] in self.spacing else i
+                    out.append(" ")
+                    if has_conf:
+                        out_c.append(confs[mark])
+                    if has_pos:
+                        out_p.append(poss[mark])
+            else:
+                for j in range(i):  # leading spaces (none after the text policy) stay as read
+                    take(j)
+            take(i)
+        for j in range(kept[-1] + 1, len(text)):
+            take(j)
+        return "".join(out), (out_c if has_conf else confs), (out_p if has_pos else poss)
 
     def merged_with(self, other: "Conventions") -> "Conventions":
-        """These conventions, overridden by `other` where both name a ligature (a newer fine-tune wins)."""
+        """These conventions, overridden by `other` where both name a ligature (a newer fine-tune wins); spacing is
+        one book's habit as a whole: `other`'s rules replace these once its lines showed any punctuation."""
         return Conventions({**self.expansions, **other.expansions}, {**self.forms, **other.forms},
                            {**self.evidence, **other.evidence}, other.keep_ligatures or self.keep_ligatures,
-                           other.digits or self.digits, other.drop_marks or self.drop_marks)
+                           other.digits or self.digits, other.drop_marks or self.drop_marks,
+                           other.spacing if (other.spacing or other.evidence.get("spacing")) else self.spacing)
 
     def as_dict(self) -> dict:
         return {"expansions": self.expansions, "forms": self.forms, "evidence": self.evidence,
                 "names": {ch: BY_CHAR[ch].name for ch in self.expansions if ch in BY_CHAR},
-                "digits": self.digits, "drop_marks": self.drop_marks}
+                "digits": self.digits, "drop_marks": self.drop_marks, "spacing": self.spacing}
 
     def save(self, model_dir: str | Path) -> Path | None:
         """Write conventions.json into the model directory (nothing when there is nothing learned)."""
@@ -180,12 +255,14 @@ class Conventions:
             digits = data.get("digits")
             if digits not in (None, "latin", "arabic"):
                 raise ValueError(f"digits {digits!r} is not latin, arabic or null")
+            spacing = {str(mark): {side: bool(v) for side, v in sides.items() if side in ("before", "after")}
+                       for mark, sides in (data.get("spacing") or {}).items() if len(mark) == 1}
         except (ValueError, AttributeError, UnicodeDecodeError) as exc:
             from ocr_assets.errors import ModelError
 
             raise ModelError(f"{path} is not a valid conventions file ({exc}); delete it or fine-tune again") from None
         return cls(expansions, data.get("forms", {}), data.get("evidence", {}), keep_ligatures, digits,
-                   bool(data.get("drop_marks", False)))
+                   bool(data.get("drop_marks", False)), spacing)
 
 
 def occurrences(texts: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
@@ -212,6 +289,8 @@ def lines_to_read(texts: Sequence[str], habits: bool = True) -> list[int]:
             elif letters < MIN_LETTERS * 5:
                 wanted.add(i)
                 letters += len(_LETTER.findall(text))
+            elif any(mark in text for mark in SPACED_MARKS):  # the spacing rules are judged on these readings
+                wanted.add(i)
     return sorted(wanted)
 
 
@@ -223,6 +302,11 @@ def learn(texts: Sequence[str], readings: dict[int, str] | None = None, min_shar
     model; None trusts the ground truth alone (every spelled-out honorific counts as a glyph).
     """
     conventions = Conventions()
+    conventions.spacing, conventions.evidence["spacing"] = learn_spacing(texts)
+    if readings:
+        read_idx = sorted(readings)
+        conventions.spacing, conventions.evidence["spacing_gain"] = _keep_spacing_that_helps(
+            conventions.spacing, [normalize(texts[i]) for i in read_idx], [readings[i] for i in read_idx])
     for char, hits in occurrences(texts).items():
         votes = Counter()
         for i, form in hits:
@@ -244,6 +328,71 @@ def learn(texts: Sequence[str], readings: dict[int, str] | None = None, min_shar
         conventions.digits, digit_votes = _learn_digits(truths, reads)
         conventions.drop_marks, marks = _learn_marks(truths, reads)
         conventions.evidence["digits"], conventions.evidence["marks"] = digit_votes, marks
+    return conventions
+
+
+def learn_spacing(texts: Sequence[str]) -> tuple[dict[str, dict[str, bool]], dict[str, dict[str, list[int]]]]:
+    """Per punctuation mark and side, whether the book's lines put a space there (see SPACING_SHARE); and the counts
+    behind it: mark -> side -> [gaps with a space, gaps]."""
+    counts: dict[str, dict[str, list[int]]] = {}
+    for text in texts:
+        text = normalize(text)
+        for i, ch in enumerate(text):
+            if ch not in SPACED_MARKS:
+                continue
+            sides = counts.setdefault(ch, {"before": [0, 0], "after": [0, 0]})
+            if i > 0:
+                sides["before"][0] += text[i - 1] == " "
+                sides["before"][1] += 1
+            if i + 1 < len(text):
+                sides["after"][0] += text[i + 1] == " "
+                sides["after"][1] += 1
+    rules: dict[str, dict[str, bool]] = {}
+    for mark, sides in counts.items():
+        for side, (spaced, gaps) in sides.items():
+            if gaps >= MIN_GAPS and spaced >= SPACING_SHARE * gaps:
+                rules.setdefault(mark, {})[side] = True
+            elif gaps >= MIN_GAPS and spaced <= (1 - SPACING_SHARE) * gaps:
+                rules.setdefault(mark, {})[side] = False
+    return rules, counts
+
+
+def _keep_spacing_that_helps(rules: dict[str, dict[str, bool]], truths: list[str], reads: list[str]
+                             ) -> tuple[dict[str, dict[str, bool]], dict[str, list[int]]]:
+    """The candidate rules that bring the readings closer to the transcription: each alone must remove at least
+    two edits and twice as many as it adds, over the lines read. Returns the kept rules and, per "mark side", the
+    [edits removed, edits added]."""
+    from rapidfuzz.distance import Levenshtein
+
+    truths = [strip_tashkeel(t) for t in truths]
+    reads = [strip_tashkeel(r) for r in reads]
+    before = [Levenshtein.distance(t, r) for t, r in zip(truths, reads)]
+    kept: dict[str, dict[str, bool]] = {}
+    votes: dict[str, list[int]] = {}
+    for mark, sides in rules.items():
+        for side, value in sides.items():
+            trial = Conventions(spacing={mark: {side: value}})
+            removed = added = 0
+            for t, r, d0 in zip(truths, reads, before):
+                if mark not in r:
+                    continue
+                d1 = Levenshtein.distance(t, trial._space(r, [], [])[0])
+                removed, added = removed + max(d0 - d1, 0), added + max(d1 - d0, 0)
+            votes[f"{mark} {side}"] = [removed, added]
+            if removed >= 2 and removed >= 2 * added:
+                kept.setdefault(mark, {})[side] = value
+    return kept, votes
+
+
+def rejudge_spacing(conventions: Conventions, truths: Sequence[str], reads: Sequence[str]) -> Conventions:
+    """After a fine-tune: the spacing rules judged again on held-out lines read by the fine-tuned model (it may have
+    learned the book's spacing itself, and a rule is only as right as the book is consistent). `truths`: those
+    lines' training targets; `reads`: the fine-tuned model's raw readings. Rules that no longer help are dropped."""
+    if not conventions.spacing:
+        return conventions
+    kept, votes = _keep_spacing_that_helps(conventions.spacing, list(truths), list(reads))
+    conventions.spacing = kept
+    conventions.evidence["spacing_gain_after_training"] = votes
     return conventions
 
 
