@@ -2,6 +2,7 @@
 the training targets and written back as the book's own expansion on output."""
 
 import json
+import re
 
 import pytest
 
@@ -285,6 +286,11 @@ def test_spacing_rules_are_learned_where_the_book_is_consistent_and_kept_where_t
     rejudged = rejudge_spacing(learn(SPACED_BOOK, readings), SPACED_BOOK, tuned)
     assert rejudged.spacing == {"،": {"before": True}, ".": {"before": True}}
     assert rejudged.evidence["spacing_gain_after_training"]["« after"] == [0, 0]
+    # A big fine-tune's base model reads a bounded number of lines for the spacing rules.
+    from ocr_assets.models.conventions import MAX_SPACING_LINES
+
+    many = lines_to_read([re.sub("[0-9] ", "", t) for t in SPACED_BOOK] * 100)  # no digits: no digit lines
+    assert MAX_SPACING_LINES < len(many) < MAX_SPACING_LINES + 100
     # Where the model already reads the book's spacing, nothing is learned at all.
     assert not learn(SPACED_BOOK, dict(enumerate(SPACED_BOOK))).spacing
 

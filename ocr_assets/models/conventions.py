@@ -88,6 +88,7 @@ MIN_LETTERS = 200  # letters before its habit about vowel marks is learned
 # character on that side, as "always" when at least SPACING_SHARE of them have a space, "never" when at most 1 - it.
 SPACED_MARKS = "«»()[]{}،.:؛؟!-…,;?\""
 MIN_GAPS = 8
+MAX_SPACING_LINES = 300  # lines read by the base model to judge the rules (a big fine-tune reads no more)
 SPACING_SHARE = 0.85
 _DIGIT = re.compile("[0-9\u0660-\u0669]")
 
@@ -279,18 +280,20 @@ def occurrences(texts: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
 
 def lines_to_read(texts: Sequence[str], habits: bool = True) -> list[int]:
     """Indices of the lines whose readings `learn` needs: those that spell out an honorific, and with `habits`
-    those with digits and enough others to judge the vowel marks (up to MIN_LETTERS * 5 letters)."""
+    those with digits, enough others to judge the vowel marks (up to MIN_LETTERS * 5 letters) and up to
+    MAX_SPACING_LINES more with punctuation to judge the spacing rules."""
     wanted = {i for hits in occurrences(texts).values() for i, _ in hits}
     if habits:
-        letters = 0
+        letters = spacing_lines = 0
         for i, text in enumerate(texts):
             if any(d in text for d in LATIN_DIGITS + ARABIC_DIGITS):
                 wanted.add(i)
             elif letters < MIN_LETTERS * 5:
                 wanted.add(i)
                 letters += len(_LETTER.findall(text))
-            elif any(mark in text for mark in SPACED_MARKS):  # the spacing rules are judged on these readings
-                wanted.add(i)
+            elif spacing_lines < MAX_SPACING_LINES and any(mark in text for mark in SPACED_MARKS):
+                wanted.add(i)  # the spacing rules are judged on these readings (a few hundred lines suffice)
+                spacing_lines += 1
     return sorted(wanted)
 
 
