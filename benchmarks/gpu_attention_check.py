@@ -28,27 +28,24 @@ def main() -> None:
     from ocr_assets.models.compact.lines import prepare_line
     from ocr_assets.models.compact.recognizer import CompactRecognizer
     from ocr_assets.models.resolve import shipped_model_dir
-    from ocr_assets.text import normalize, strip_tashkeel
-
-    def cer_norm(refs, hyps):  # metrics.score's CER_norm, without its BLEU (sacrebleu is not on the GPU image)
-        return metrics._corpus_cer([strip_tashkeel(r) for r in refs], [strip_tashkeel(h) for h in hyps])
+    from ocr_assets.text import normalize
 
     pngs = sorted(args.line_dir.rglob("*.png"))[: args.lines]
     truth = [normalize(p.with_suffix("").with_suffix(".gt.txt").read_text(encoding="utf-8")) for p in pngs]
     rec = CompactRecognizer.load(shipped_model_dir(), device=args.device)
     arrays = [prepare_line(p.read_bytes(), rec.model.config.input_height) for p in pngs]
-    ours = [r.text for r in rec.recognize_arrays(arrays, batch_size=256)]
+    ours = [normalize(r.text) for r in rec.recognize_arrays(arrays, batch_size=256)]
     plain = rec._inference_context
     dtype = torch.bfloat16 if args.device == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
     rec._inference_context = lambda: torch.autocast(args.device.split(":")[0], dtype=dtype)  # torch's own choice
-    default = [r.text for r in rec.recognize_arrays(arrays, batch_size=256)]
+    default = [normalize(r.text) for r in rec.recognize_arrays(arrays, batch_size=256)]
     rec._inference_context = plain
     same = sum(a == b for a, b in zip(ours, default))
-    between = metrics._corpus_cer([normalize(t) for t in default], [normalize(t) for t in ours])
+    between = metrics.cer(default, ours)  # metrics' CER functions need no sacrebleu (not on the GPU image)
     print(f"{torch.cuda.get_device_name(0) if args.device != 'cpu' else 'cpu'}, {len(pngs)} lines of {args.line_dir.name}")
     print(f"identical readings: {same} of {len(pngs)}; CER between the two: {between:.5f}")
-    print(f"CER_norm vs ground truth: flash/efficient {cer_norm(truth, [normalize(t) for t in ours]):.5f}, "
-          f"torch default (cuDNN) {cer_norm(truth, [normalize(t) for t in default]):.5f}")
+    print(f"CER_norm vs ground truth: flash/efficient {metrics.cer_norm(truth, ours):.5f}, "
+          f"torch default (cuDNN) {metrics.cer_norm(truth, default):.5f}")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,9 @@ Dagster's PostgreSQL storage, whose row locks make the two-statement claim safe.
 from __future__ import annotations
 
 import sqlalchemy as db
-from dagster._config import StringSource
 from dagster._core.storage.event_log.schema import ConcurrencySlotsTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
-from dagster._utils import mkdir_p
 from dagster._utils.concurrency import ConcurrencySlotStatus
 
 
@@ -47,10 +45,5 @@ class ProjectSqliteStorage(DagsterSqliteStorage):
         self._event_log_storage = SlotSafeSqliteEventLogStorage(_event_logs_directory(base_dir))
 
     @classmethod
-    def config_type(cls):
-        return {"base_dir": StringSource}
-
-    @classmethod
-    def from_config_value(cls, inst_data, config_value):
-        mkdir_p(config_value["base_dir"])
-        return cls(config_value["base_dir"], inst_data=inst_data)
+    def from_config_value(cls, inst_data, config_value):  # the parent's names DagsterSqliteStorage itself
+        return cls.from_local(inst_data=inst_data, **config_value)

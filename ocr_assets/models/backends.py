@@ -37,9 +37,11 @@ class TrainReport:
     peak_rss_mb: float
     history: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    # (target, reading) of the held-out lines by the trained weights, where the backend has them (compact)
+    val_readings: list[tuple[str, str]] | None = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "val_readings"}
 
 
 class Backend(abc.ABC):

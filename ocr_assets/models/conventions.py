@@ -306,10 +306,6 @@ def learn(texts: Sequence[str], readings: dict[int, str] | None = None, min_shar
     """
     conventions = Conventions()
     conventions.spacing, conventions.evidence["spacing"] = learn_spacing(texts)
-    if readings:
-        read_idx = sorted(readings)
-        conventions.spacing, conventions.evidence["spacing_gain"] = _keep_spacing_that_helps(
-            conventions.spacing, [normalize(texts[i]) for i in read_idx], [readings[i] for i in read_idx])
     for char, hits in occurrences(texts).items():
         votes = Counter()
         for i, form in hits:
@@ -328,6 +324,8 @@ def learn(texts: Sequence[str], readings: dict[int, str] | None = None, min_shar
     if readings:
         read_idx = sorted(readings)
         truths, reads = [normalize(texts[i]) for i in read_idx], [readings[i] for i in read_idx]
+        conventions.spacing, conventions.evidence["spacing_gain"] = _keep_spacing_that_helps(
+            conventions.spacing, truths, reads)
         conventions.digits, digit_votes = _learn_digits(truths, reads)
         conventions.drop_marks, marks = _learn_marks(truths, reads)
         conventions.evidence["digits"], conventions.evidence["marks"] = digit_votes, marks

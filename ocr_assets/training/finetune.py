@@ -18,7 +18,7 @@ import pyarrow as pa
 from ocr_assets.errors import SourceError, UsageError
 from ocr_assets.models.backends import OnEpoch, TrainReport, backend_for, check_remote_code
 from ocr_assets.models.base import TrainConfig, peak_rss_mb
-from ocr_assets.models.conventions import FILE as FILE_CONVENTIONS
+from ocr_assets.models.conventions import FILE as FILE_CONVENTIONS, rejudge_spacing
 from ocr_assets.settings import FinetuneSettings, ScratchSettings, replace
 
 Log = Callable[[str], None]
@@ -67,8 +67,8 @@ def lora_finetune(base_dir: Path, train: pa.Table, val: pa.Table | None, setting
         train_samples = [(image, conventions.fold(text)) for image, text in train_samples]
         val_samples = [(image, conventions.fold(text)) for image, text in val_samples]
     report = backend.finetune(base_dir, train_samples, val_samples or None, settings, adapter_dir, on_epoch)
-    if conventions and conventions.spacing and val_samples:
-        conventions = _rejudge_spacing(backend, base_dir, adapter_dir, conventions, val_samples, settings.merge_dtype)
+    if conventions and conventions.spacing and report.val_readings:  # judged again with the fine-tuned model
+        conventions = rejudge_spacing(conventions, *zip(*report.val_readings))
     if conventions is not None:  # the evidence is kept in training.json even when nothing was learned
         conventions.save(adapter_dir)
         report.extra["conventions"] = conventions.as_dict()
@@ -97,24 +97,6 @@ def learn_book_conventions(backend, base_dir: Path, train: list[tuple[bytes, str
         images = [Image.open(io.BytesIO(train[i][0])) for i in wanted]
         readings = {i: r.text for i, r in zip(wanted, recognizer.recognize(images))}
     return inherited.merged_with(conv.learn(texts, readings))
-
-
-def _rejudge_spacing(backend, base_dir: Path, adapter_dir: Path, conventions, val: list[tuple[bytes, str]],
-                     dtype: str):
-    """The spacing rules kept only where they still help the fine-tuned model on the held-out lines (read by the
-    merged model, as it will be used, in a scratch folder; raw readings, no conventions applied)."""
-    import io
-    import tempfile
-
-    from PIL import Image
-
-    from ocr_assets.models import conventions as conv
-
-    with tempfile.TemporaryDirectory(prefix="ocr-assets-judge-") as tmp:
-        merged = backend.merge(Path(base_dir), Path(adapter_dir), Path(tmp) / "model", dtype)
-        recognizer = backend.load(Path(merged), device="cpu")
-        reads = [r.text for r in recognizer.recognize([Image.open(io.BytesIO(image)) for image, _ in val])]
-    return conv.rejudge_spacing(conventions, [text for _, text in val], reads)
 
 
 def merge_adapters(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str = "float16", *,

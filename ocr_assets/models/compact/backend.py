@@ -89,7 +89,7 @@ class CompactBackend(Backend):
                  "learning_rate": config.learning_rate, "trainable_params": trainable,
                  "total_params": total, "added_characters": "".join(added), "best_val_cer": result.best_val_cer,
                  **result.codec_stats.as_dict(10)}
-        return TrainReport(time.perf_counter() - start, peak_rss_mb(), result.history, extra)
+        return TrainReport(time.perf_counter() - start, peak_rss_mb(), result.history, extra, result.val_readings)
 
     def merge(self, base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str = "float16") -> Path:
         import torch

@@ -90,6 +90,9 @@ class TrainResult:
     skipped_updates: int  # steps whose gradient was not finite
     best_val_cer: float | None
     checkpoint_dir: Path | None
+    # (target, reading) of each validation line by the returned weights; None without validation or when the
+    # returned weights were reloaded from a checkpoint written before a resume
+    val_readings: list[tuple[str, str]] | None = None
 
 
 # ---- data -------------------------------------------------------------------------------------------------
@@ -456,7 +459,7 @@ def evaluate_cer(
     batch_size: int = 64,
     amp: torch.dtype | None = None,
 ) -> dict:
-    """Greedy-decode the dataset and score it: cer and cer_norm (ocr_assets.metrics), lines."""
+    """Greedy-decode the dataset and score it: cer and cer_norm (ocr_assets.metrics), lines, and the readings."""
     was_training = model.training
     model.eval()
     order = sorted(range(len(dataset)), key=lambda i: dataset.widths[i])
@@ -472,7 +475,7 @@ def evaluate_cer(
     refs = [texts[i] for i in range(len(dataset))]
     preds = [hyps[i] for i in range(len(dataset))]
     cer, cer_norm = _cer_functions()
-    return {"cer": cer(refs, preds), "cer_norm": cer_norm(refs, preds), "lines": len(refs)}
+    return {"cer": cer(refs, preds), "cer_norm": cer_norm(refs, preds), "lines": len(refs), "readings": preds}
 
 
 def _cer_functions():
@@ -645,6 +648,7 @@ def train_compact(
     step = start_epoch = start_batch = 0
     history: list[dict] = []
     best_cer, best_state, resumed, skipped_updates = None, None, None, 0
+    val_readings = None  # the returned weights' readings of the validation lines
     if resume_from is not None:
         load_model(model, str(resume_from / "model.safetensors"), device=str(device))
         state = torch.load(resume_from / TRAINER_STATE, map_location="cpu", weights_only=True)
@@ -663,7 +667,7 @@ def train_compact(
     if given and val is not None and options.keep_best and resume_from is None:
         # The starting weights are a candidate too: a fine-tune that only makes its held-out lines worse returns them.
         scores = evaluate_cer(model, val[0], val[1], codec, device, options.val_batch_size, amp)
-        best_cer = scores["cer"]
+        best_cer, val_readings = scores["cer"], scores["readings"]
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if ctx.main:
             logger.info("before training: val CER %.4f (kept unless an epoch does better)", best_cer)
@@ -761,7 +765,10 @@ def train_compact(
         if val is not None:
             scores = evaluate_cer(model, val[0], val[1], codec, device, options.val_batch_size, amp)
             metrics.update(val_cer=scores["cer"], val_cer_norm=scores["cer_norm"], val_lines=scores["lines"])
-            if best_cer is None or scores["cer"] < best_cer:
+            improved = best_cer is None or scores["cer"] < best_cer
+            if improved or not options.keep_best:  # the weights this returns (the best, else the last)
+                val_readings = scores["readings"]
+            if improved:
                 best_cer = scores["cer"]
                 if options.keep_best:
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -796,6 +803,7 @@ def train_compact(
         skipped_updates=skipped_updates,
         best_val_cer=best_cer,
         checkpoint_dir=ckpt_dir,
+        val_readings=list(zip(val[1], val_readings)) if val is not None and val_readings is not None else None,
     )
 
 
