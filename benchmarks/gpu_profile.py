@@ -5,7 +5,7 @@ a `torch.profiler` table and a cProfile of the main process (issue 14).
 
 Stages, each on the same batches: the host feed alone (decode into shared buffers, no device); copy + `prepare_flat`
 alone (decoded batches held in memory); the model alone on the prepared batches; the host's turn of labels into text
-alone (`decode_best` + the codec); then `read_encoded` end to end. The slowest stage bounds the whole unless the
+alone (`reads_from_collapsed` + the codec; the labels found on the device); then `read_encoded` end to end. The slowest stage bounds the whole unless the
 hand-over serialises them. Prints a table; `--out` also receives the profiler tables (profiles.txt) and the JSON.
 """
 
@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from ocr_assets.models.compact import device_prep
     from ocr_assets.models.compact.line_feed import LineFeed
-    from ocr_assets.models.compact.lines import decode_best
     from ocr_assets.models.compact.recognizer import CompactRecognizer
     from ocr_assets.models.resolve import shipped_model_dir
 
@@ -110,17 +109,16 @@ def main(argv: list[str] | None = None) -> None:
             start = time.perf_counter()
             for p, w in prepared:
                 out = runner(p, w)
-                probs, best = out.logits.float().softmax(-1).max(-1)
-                outputs.append((best, probs, out.output_lengths))
+                outputs.append((*device_prep.collapse_best(out.logits, out.output_lengths), out.output_lengths))
             sync()
-            record(f"model + softmax/max alone, {label}", time.perf_counter() - start, held_lines)
+            record(f"model + collapse_best alone, {label}", time.perf_counter() - start, held_lines)
     host = [[t.cpu().numpy() for t in o] for o in outputs]
     start = time.perf_counter()
     chars = 0
-    for best, probs, lengths in host:
-        for ids, confs, line, where in decode_best(best, probs, lengths):
+    for collapsed in host:
+        for ids, confs, line, where in device_prep.reads_from_collapsed(*collapsed):
             chars += len(rec.codec.decode(ids))
-    record("decode_best + codec text alone (host)", time.perf_counter() - start, held_lines,
+    record("reads_from_collapsed + codec text alone (host)", time.perf_counter() - start, held_lines,
            chars_per_line=round(chars / held_lines, 1))
 
     # 5. end to end, with variants

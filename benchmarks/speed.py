@@ -229,7 +229,7 @@ def host_feed_rows(args, sets) -> None:
         best = float("inf")
         for _ in range(2):
             start, count = time.perf_counter(), 0
-            with LineFeed(blobs, 48, args.gpu_batch, workers=workers, slots=workers // 2 + 6, decoder=decoder) as feed:
+            with LineFeed(blobs, 48, int(str(args.gpu_batch).split(",")[0]), workers=workers, slots=workers // 2 + 6, decoder=decoder) as feed:
                 for batch in feed:
                     count += len(batch.indices)
                     feed.release(batch.slot)
@@ -255,6 +255,7 @@ def gpu_rows(args, card: str, folder: Path, sets) -> None:
     from PIL import Image
 
     from ocr_assets.models.compact.device_prep import read_encoded
+    from ocr_assets.models.compact.line_feed import FeedPool
     from ocr_assets.models.compact.lines import prepare_line
     from ocr_assets.models.compact.recognizer import CompactRecognizer, collate_lines
     from ocr_assets.models.resolve import shipped_model_dir
@@ -269,26 +270,34 @@ def gpu_rows(args, card: str, folder: Path, sets) -> None:
         return buf.getvalue()
 
     base = sets[0][1]
+    batch_sizes = [int(b) for b in str(args.gpu_batch).split(",") if b]
     for label, lines in sets:
         encodings = [("PNG", lines)] + ([("JPEG q90", [jpeg(b) for b in lines])] if args.gpu_jpeg else [])
         for kind, encoded in encodings:
             blobs = (encoded * (args.gpu_lines // len(encoded) + 1))[: args.gpu_lines]
-            list(read_encoded(rec, blobs[:4096], batch_size=args.gpu_batch, workers=workers))  # warm-up: kernels
-            torch.cuda.synchronize()
-            stats: dict = {}
-            start = time.perf_counter()
-            count = sum(1 for _ in read_encoded(rec, blobs, batch_size=args.gpu_batch, workers=workers, stats=stats))
-            torch.cuda.synchronize()
-            row("GPU lines", f"ours, {label} as {kind} bytes -> text, {workers} decode workers "
-                f"({stats['decoder']}{', nvJPEG' if stats['device_jpeg'] else ''}), resize on the {'host' if stats['prepared_on'] == 'host' else 'GPU'}, "
-                f"{stats['in_flight']} in flight ({card})",
-                time.perf_counter() - start, count, "lines/s",
-                f"python benchmarks/speed.py --gpu-lines {args.gpu_lines} --gpu-batch {args.gpu_batch}")
+            for batch_size in batch_sizes:
+                # Each call with its own pool (forks its workers, page-locks its buffers), then the same calls on a
+                # pool kept from an earlier call (what a service or a library read in parts pays after its first).
+                with FeedPool(workers) as kept:
+                    for pool in (None, kept):
+                        list(read_encoded(rec, blobs[:4096], batch_size=batch_size, workers=workers, pool=pool))  # warm-up
+                        torch.cuda.synchronize()
+                        stats: dict = {}
+                        start = time.perf_counter()
+                        count = sum(1 for _ in read_encoded(rec, blobs, batch_size=batch_size, workers=workers,
+                                                            stats=stats, pool=pool))
+                        torch.cuda.synchronize()
+                        row("GPU lines", f"ours, {label} as {kind} bytes -> text, {workers} decode workers "
+                            f"({stats['decoder']}{', nvJPEG' if stats['device_jpeg'] else ''}), resize on the "
+                            f"{'host' if stats['prepared_on'] == 'host' else 'GPU'}, {stats['in_flight']} in flight, "
+                            f"batch {batch_size}, {'pool kept from an earlier call' if pool else 'pool started by the call'} ({card})",
+                            time.perf_counter() - start, count, "lines/s",
+                            f"python benchmarks/speed.py --gpu-lines {args.gpu_lines} --gpu-batch {args.gpu_batch}")
     # The model (+ CTC decode) alone on prepared lines: what the GPU could do if the host kept up.
     arrays = [prepare_line(b, rec.model.config.input_height) for b in base[:2048]]
     arrays = sorted(arrays, key=lambda a: a.shape[1])
     runner = rec._inference_model()
-    batches = [collate_lines(arrays[i : i + args.gpu_batch]) for i in range(0, len(arrays), args.gpu_batch)]
+    batches = [collate_lines(arrays[i : i + batch_sizes[0]]) for i in range(0, len(arrays), batch_sizes[0])]
     batches = [(p.cuda(), w.cuda()) for p, w in batches]
     with torch.inference_mode(), rec._inference_context():
         for p, w in batches:
@@ -349,7 +358,7 @@ def main() -> None:
     ap.add_argument("--skip-pages", action="store_true")
     ap.add_argument("--skip-lines", action="store_true")
     ap.add_argument("--gpu-lines", type=int, default=50000)
-    ap.add_argument("--gpu-batch", type=int, default=1024)
+    ap.add_argument("--gpu-batch", default="1024", help="lines per GPU batch; a comma list tries each for the GPU line rows")
     ap.add_argument("--gpu-workers", type=int, default=None, help="host decode / segmentation processes (default: cores - 1)")
     ap.add_argument("--gpu-page-repeat", type=int, default=10)
     ap.add_argument("--gpu-jpeg", action="store_true", help="also the same lines as JPEG (nvJPEG when torchvision is there)")

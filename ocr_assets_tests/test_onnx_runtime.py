@@ -332,6 +332,76 @@ def test_read_encoded_reads_any_encoding_on_the_cpu_and_jpeg_falls_back_to_the_h
         next(read_encoded(reader, blobs, prepare_on="gpu"))
 
 
+def test_collapse_on_the_device_reads_what_decode_best_reads():
+    """The GPU path finds the kept labels on the device (`collapse_best`) and only gathers them on the host: the same
+    ids, confidences, line confidences and positions as the host's `decode_best`, for lines of any length,
+    lines that read nothing and runs that cross the end of a line."""
+    import torch
+
+    from ocr_assets.models.compact.device_prep import collapse_best, reads_from_collapsed
+    from ocr_assets.models.compact.lines import decode_best
+
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(48, 70, 30, generator=generator) * 3
+    logits[:, :, 0] += 1.5  # blanks common, as in a trained model
+    logits[5, :, 0] += 50  # a line that reads nothing: its confidence is the mean blank probability
+    logits[6, :, 7] += 50  # one label over every frame, past the line's end too
+    lengths = torch.randint(1, 71, (48,), generator=generator)
+    lengths[:3] = torch.tensor([70, 1, 2])
+    lengths[6] = 30
+    probs, best = logits.softmax(-1).max(-1)
+    expected = decode_best(best.numpy(), probs.numpy(), lengths.numpy())
+    got = reads_from_collapsed(*[t.numpy() for t in collapse_best(logits, lengths)], lengths.numpy())
+    assert sum(len(e[0]) for e in expected) > 500 and expected[5][0] == [] and expected[6][0] == [7]
+    for (ids, confs, line, where), (ids2, confs2, line2, where2) in zip(expected, got, strict=True):
+        assert ids2 == ids and where2 == where
+        assert np.allclose(confs2, confs, atol=1e-6) and abs(line2 - line) < 1e-5
+
+
+def test_a_feed_pool_outlives_its_feeds_reads_headers_in_its_workers_and_pins_once(book_lines, monkeypatch):
+    """A `FeedPool` kept across feeds: its workers (forked once) read the headers of a large input in parallel and
+    map buffers made after they started; buffers are reused while they fit, grown when not, and a consumer's
+    pin runs once per buffer and its unpin before the buffer is dropped."""
+    from ocr_assets.data.images import decode_line_image
+    from ocr_assets.models.compact import line_feed
+    from ocr_assets.models.compact.line_feed import FeedPool, LineFeed
+
+    monkeypatch.setattr(line_feed, "PROBE_LINES", 4)  # headers of any input over 8 lines go to the workers
+    blobs = [b for im, _ in book_lines[:3] for b in _encodings(im)] + [b"", b"not an image"]
+    pinned, unpinned = [], []
+
+    def read(feed_pool, lines, batch_size):
+        seen, errors = {}, {}
+        with LineFeed(lines, 48, batch_size=batch_size, slots=3, task_lines=3, pool=feed_pool) as feed:
+            errors.update(feed.errors)
+            for batch in feed:
+                errors.update(batch.errors)
+                for k, i in enumerate(batch.indices.tolist()):
+                    h, w, off = int(batch.heights[k]), int(batch.widths[k]), int(batch.offsets[k])
+                    seen[i] = batch.pixels[off : off + h * w].reshape(h, w).copy()
+                feed.release(batch.slot)
+            keys = [b.key for b in feed.shared]
+        return seen, errors, keys
+
+    with FeedPool(workers=2) as feed_pool:
+        feed_pool.start()
+        workers = {p.pid for p in feed_pool.pool._pool}
+        seen, errors, keys = read(feed_pool, blobs, 5)
+        failed = feed_pool.pin(lambda view: pinned.append(view.nbytes) or True, lambda view: unpinned.append(view.nbytes))
+        assert not failed and len(pinned) == 3
+        assert sorted(errors) == [len(blobs) - 2, len(blobs) - 1] and "ImageRejected" in errors[len(blobs) - 1]
+        for i in range(len(blobs) - 2):
+            assert np.array_equal(seen[i], np.asarray(decode_line_image(blobs[i]))), i
+        again, errors_again, keys_again = read(feed_pool, blobs[::-1], 5)  # the same buffers, the same workers
+        assert keys_again == keys and {p.pid for p in feed_pool.pool._pool} == workers
+        assert all(np.array_equal(again[len(blobs) - 1 - i], seen[i]) for i in seen)
+        feed_pool.pin(lambda view: pinned.append(view.nbytes) or True, lambda view: unpinned.append(view.nbytes))
+        assert len(pinned) == 3 and not unpinned  # kept buffers are pinned once
+        big, _, keys_big = read(feed_pool, blobs * 6, 64)  # batches of 64: larger buffers, the old ones unpinned first
+        assert keys_big[0] not in keys and len(unpinned) == 3 and len(big) == 6 * (len(blobs) - 2)
+    assert feed_pool.pool is None and not feed_pool.slots
+
+
 def test_load_recognizer_takes_the_runtime_and_refuses_it_for_other_backends(tmp_path):
     from ocr_assets.errors import ConfigError
     from ocr_assets.models.resolve import load_recognizer

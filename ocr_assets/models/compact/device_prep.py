@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ocr_assets.models.base import Recognition
-from ocr_assets.models.compact.lines import MAX_WIDTH_PER_HEIGHT, PAD_MULTIPLE
+from ocr_assets.models.compact.labels import BLANK_ID
+from ocr_assets.models.compact.lines import MAX_WIDTH_PER_HEIGHT, PAD_MULTIPLE, split_reads
 
 CHUNK = 128  # lines resized at once (bounds the gather's memory: chunk x height x width x taps)
 
@@ -125,6 +126,41 @@ def prepare_flat(flat: torch.Tensor, offsets: np.ndarray, heights: np.ndarray, w
     return batch, sizes[3].clone()
 
 
+# --- greedy CTC on the device ---------------------------------------------------------------------------
+
+
+def collapse_best(logits: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`lines.decode_best`'s label finding on the device, with no host wait: (best label per frame as int32, which
+    frames start a kept label, the label's confidence there (its run's highest probability), each line's confidence).
+    The host then only gathers the kept frames (`reads_from_collapsed`); fixed shapes, so it can queue behind the
+    model and overlap the next batch."""
+    probs, best = logits.float().softmax(-1).max(-1)
+    batch, frames = best.shape
+    valid = torch.arange(frames, device=best.device)[None, :] < lengths[:, None]
+    blank = (best == BLANK_ID) & valid
+    blank_count = blank.sum(1)
+    blank_conf = torch.where(blank_count == 0, 1.0, (probs * blank).sum(1) / blank_count.clamp(min=1))
+    starts = torch.ones_like(valid)
+    starts[:, 1:] = ((best[:, 1:] != best[:, :-1]) & valid[:, 1:]) | (~valid[:, 1:] & valid[:, :-1])
+    run = starts.reshape(-1).cumsum(0) - 1
+    run_max = torch.zeros(batch * frames, device=probs.device, dtype=probs.dtype).scatter_reduce_(
+        0, run, probs.reshape(-1), "amax", include_self=False)
+    keep = starts & valid & (best != BLANK_ID)
+    conf = run_max[run].reshape(batch, frames) * keep
+    counts = keep.sum(1)
+    line_conf = torch.where(counts > 0, conf.sum(1) / counts.clamp(min=1), blank_conf)
+    return best.to(torch.int32), keep, conf, line_conf
+
+
+def reads_from_collapsed(best: np.ndarray, keep: np.ndarray, conf: np.ndarray, line_conf: np.ndarray,
+                         lengths: np.ndarray) -> list[tuple]:
+    """`decode_best`'s per-line result from `collapse_best`'s arrays (on the host)."""
+    flat = np.flatnonzero(keep)
+    frames = keep.shape[1]
+    return split_reads(best.ravel()[flat], conf.ravel()[flat].astype(float), flat // frames, flat % frames,
+                       line_conf, lengths)
+
+
 # --- end to end: encoded bytes -> text ---------------------------------------------------------------------
 
 
@@ -137,28 +173,25 @@ def _device_jpeg():
     return lambda tensors, device: decode_jpeg(tensors, mode=ImageReadMode.GRAY, device=device)
 
 
-def _register(views: list[np.ndarray]) -> list[np.ndarray]:
-    """Page-lock the feed's shared buffers so copies to the GPU run asynchronously from them; those it could not."""
+def _pin(view: np.ndarray) -> bool:
+    """Page-lock one of the feed's shared buffers so copies to the GPU run asynchronously from it (False: could not,
+    or OCR_ASSETS_PIN_FEED=0; its copies are then synchronous)."""
     import os
 
-    if os.environ.get("OCR_ASSETS_PIN_FEED", "1") == "0":
-        return list(views)
+    if os.environ.get("OCR_ASSETS_PIN_FEED", "1") == "0" or not view.nbytes:
+        return False
     cudart = torch.cuda.cudart()
-    failed = []
-    for v in views:
-        if v.nbytes and int(cudart.cudaHostRegister(v.ctypes.data, v.nbytes, 0)) != 0:
-            failed.append(v)
-            clear = getattr(cudart, "cudaGetLastError", None)  # a failed call must not surface in a later kernel check
-            if clear is not None:
-                clear()
-    return failed
+    if int(cudart.cudaHostRegister(view.ctypes.data, view.nbytes, 0)) == 0:
+        return True
+    clear = getattr(cudart, "cudaGetLastError", None)  # a failed call must not surface in a later kernel check
+    if clear is not None:
+        clear()
+    return False
 
 
-def _unregister(views: list[np.ndarray], failed: list[np.ndarray]) -> None:
-    cudart = torch.cuda.cudart()
-    for v in views:
-        if v.nbytes and not any(v is f for f in failed):
-            cudart.cudaHostUnregister(v.ctypes.data)
+def _unpin(view: np.ndarray) -> None:
+    torch.cuda.synchronize()  # no copy may still read it
+    torch.cuda.cudart().cudaHostUnregister(view.ctypes.data)
 
 
 def _decode_jpegs_on_device(jpeg, items: list[tuple[int, bytes]], device) -> tuple[list[torch.Tensor], list[str | None]]:
@@ -180,8 +213,8 @@ def _decode_jpegs_on_device(jpeg, items: list[tuple[int, bytes]], device) -> tup
 
 def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, workers: int = 8,
                  prefetch: int = 4, decoder: str = "auto", device_jpeg: bool | None = None,
-                 stats: dict | None = None, in_flight: int | None = None, prepare_on: str = "auto"
-                 ) -> Iterator[tuple[int, Recognition]]:
+                 stats: dict | None = None, in_flight: int | None = None, prepare_on: str = "auto",
+                 pool=None) -> Iterator[tuple[int, Recognition]]:
     """(index, Recognition) for every encoded line image (PNG, JPEG, TIFF, ...), in batch order (errors first), with
     a torch CompactRecognizer on any device.
 
@@ -196,7 +229,9 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     height (`line_feed.AUTO_PREPARE_MAX_HEIGHT`) unless most are JPEG for nvJPEG, device otherwise.
     JPEG lines are decoded on the GPU by nvJPEG when torchvision is there (`device_jpeg`, default: on CUDA) —
     within a grey level or two of Pillow's decoder; everything else is Pillow's (or OpenCV's, identical) pixels.
-    `stats`, when given, receives the feed's decoder and timings."""
+    `stats`, when given, receives the feed's decoder and timings. `pool`: a `line_feed.FeedPool` kept by the caller
+    across calls (its workers forked and its buffers page-locked once; `workers` and `decoder` are then the pool's);
+    without one each call starts and stops its own."""
     from ocr_assets.models.compact.line_feed import JPEG, LineFeed
 
     device = torch.device(recognizer.device)
@@ -207,7 +242,7 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
         raise ValueError(f"prepare_on must be 'device', 'host' or 'auto'; got {prepare_on!r}")
     prepare = {"device": False, "host": True, "auto": "auto"}[prepare_on]
     feed = LineFeed(blobs, height, batch_size, workers=workers, slots=prefetch + max(1, in_flight or 2) + 1,
-                    device_kinds=(JPEG,) if jpeg else (), decoder=decoder, prepare=prepare)
+                    device_kinds=(JPEG,) if jpeg else (), decoder=decoder, prepare=prepare, pool=pool)
     jpeg = None if feed.prepare else jpeg
     in_flight = max(1, int(in_flight)) if in_flight is not None else (2 if feed.prepare else 1)
     if stats is not None:
@@ -216,7 +251,8 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     runner = recognizer._inference_model()
     copy_stream = torch.cuda.Stream(device) if cuda else None
     with feed:
-        failed = _register(feed.views) if cuda else []
+        if cuda:
+            feed.feed_pool.pin(_pin, _unpin)
         try:
             for i, message in feed.errors:
                 yield i, Recognition(text="", confidence=0.0, error=message)
@@ -233,7 +269,6 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
         finally:
             if cuda:
                 torch.cuda.synchronize(device)
-                _unregister(feed.views, failed)
 
 
 def _launch(recognizer, runner, batch, height: int, device, copy_stream, jpeg):
@@ -268,8 +303,7 @@ def _launch(recognizer, runner, batch, height: int, device, copy_stream, jpeg):
         with torch.autocast(device.type, enabled=False):  # the resize sums 8-bit values: full precision
             pixels, lengths = prepare_flat(flat, batch.offsets, batch.heights, batch.widths, height)
     out = runner(pixels, lengths)
-    probs, best = out.logits.float().softmax(-1).max(-1)
-    host, done = [best, probs, out.output_lengths], None
+    host, done = [*collapse_best(out.logits, out.output_lengths), out.output_lengths], None
     if copy_stream is not None:  # into page-locked memory, so the copies queue behind the batch without waiting
         host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True) for t in host]
         done = torch.cuda.Event()
@@ -279,14 +313,12 @@ def _launch(recognizer, runner, batch, height: int, device, copy_stream, jpeg):
 
 def _finish(recognizer, feed, launched) -> Iterator[tuple[int, Recognition]]:
     """Wait for a launched batch, give its buffer back to the feed and turn its labels into text."""
-    from ocr_assets.models.compact.lines import decode_best
-
-    batch, (best, probs, lengths), done, errors, keep = launched
+    batch, collapsed, done, errors, keep = launched
     if done is not None:
         done.synchronize()
     feed.release(batch.slot)
     decode = recognizer.codec.decode
-    reads = decode_best(best.numpy(), probs.numpy(), lengths.numpy())
+    reads = reads_from_collapsed(*[t.numpy() for t in collapsed])
     for i, ok, (ids, confs, line, where) in zip(batch.indices.tolist(), keep.tolist(), reads):
         if not ok:
             yield i, Recognition(text="", confidence=0.0, error=errors[i])

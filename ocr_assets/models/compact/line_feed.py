@@ -1,17 +1,20 @@
 """Host side of the batched line path (issue 14): encoded line images -> one flat uint8 buffer per batch, decoded by
 worker processes straight into shared memory. No torch here (the workers never import it).
 
-Per line the main process only reads the image header (PNG's IHDR and chunk list, JPEG's SOF marker, a few
-microseconds, Pillow's header parser for anything else), checks the size caps of `data.images` on it, and places the
-line in its batch (`lines.width_batches` on the prepared widths) at an offset of its batch's buffer. Workers (forked,
-so they inherit the encoded bytes and the buffers; nothing per line is pickled) decode chunks of a batch's lines into
-their offsets: plain 8-bit grey PNGs (no transparency, no EXIF) with OpenCV when it is installed, else Pillow, both
-lossless, so the pixels equal `data.images.decode_line_image`'s; every other image goes through
-`decode_line_image` itself (any mode, 16-bit, transparency, EXIF rotation, corrupt files reported with the same
-messages). JPEG lines can be left undecoded for the consumer (`device_kinds`: nvJPEG on a GPU, `device_prep`).
+The encoded lines are copied once into shared memory (a memfd). Their headers are read there (PNG's IHDR and chunk
+list, JPEG's SOF marker, a few microseconds each; Pillow's header parser for anything else), by the workers in
+parallel for large inputs; each header is checked against the size caps of `data.images`, and the line is placed in
+its batch (`lines.width_batches` on the prepared widths) at an offset of its batch's buffer. Workers decode chunks of
+a batch's lines into their offsets (per task only indices and offsets are pickled): plain 8-bit grey PNGs (no
+transparency, no EXIF) with OpenCV when it is installed, else Pillow, both lossless, so the pixels equal
+`data.images.decode_line_image`'s; every other image goes through `decode_line_image` itself (any mode, 16-bit,
+transparency, EXIF rotation, corrupt files reported with the same messages). JPEG lines can be left undecoded for the
+consumer (`device_kinds`: nvJPEG on a GPU, `device_prep`).
 
-A batch's buffer is one of a few anonymous shared mappings reused in turn; the consumer gives it back with
-`release` once it has copied it (to a GPU: after the copy has finished).
+A batch's buffer is one of a few shared regions reused in turn; the consumer gives it back with `release` once it
+has copied it (to a GPU: after the copy has finished). Workers and buffers live in a `FeedPool`, which a caller can
+keep across feeds so that a process reading many calls forks and page-locks once; workers map regions created after
+they started through /proc/<pid>/fd (Linux; elsewhere the feed decodes in its own process).
 """
 
 from __future__ import annotations
@@ -170,16 +173,78 @@ def decode_into(blob: bytes, kind: int, out: np.ndarray, decoder: str = "pillow"
     return int(pixels.shape[0]), int(pixels.shape[1])
 
 
-_WORKER: dict = {}
+# --- shared memory the workers map by path ---------------------------------------------------------------
 
 
-def _worker_init(blobs, kinds, buffers, decoder, forked: bool = False) -> None:
-    if forked:
-        # The kernel's SIGTERM, not a Python handler inherited from the parent: such a handler never runs while the
-        # worker waits on a lock copied mid-use from a threaded parent, and Pool.terminate() then waited for it
-        # forever (seen once in a test run). The workers own nothing to clean up (the buffers are the parent's).
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _WORKER.update(blobs=blobs, kinds=kinds, buffers=buffers, decoder=decoder)
+class SharedBuffer:
+    """A region of shared memory (a memfd) that worker processes map by path, also ones started before it existed:
+    what lets a `FeedPool` keep its workers across feeds. `view` is the whole region as uint8."""
+
+    _serial = 0
+
+    def __init__(self, size: int):
+        SharedBuffer._serial += 1
+        self.size = max(1, int(size))
+        self.fd = os.memfd_create("ocr_assets_feed")
+        os.ftruncate(self.fd, self.size)
+        self.map = mmap.mmap(self.fd, self.size)
+        self.view = np.frombuffer(self.map, dtype=np.uint8)
+        # The path names the memfd for as long as this process holds `fd`; the serial tells reused fd numbers apart.
+        self.key = (f"/proc/{os.getpid()}/fd/{self.fd}", os.getpid(), SharedBuffer._serial)
+        _OWN[self.key] = self.view
+
+    def close(self) -> None:
+        """Forget the region: the memory goes once the last mapping of it (views, workers' maps) is gone."""
+        _OWN.pop(self.key, None)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.view = None
+
+
+_OWN: dict = {}  # this process's own buffers by key (workers=0 reads them here, not through /proc)
+_WORKER: dict = {"maps": {}, "feed": None}
+
+
+def _worker_init() -> None:
+    # The kernel's SIGTERM, not a Python handler inherited from the parent: such a handler never runs while the
+    # worker waits on a lock copied mid-use from a threaded parent, and Pool.terminate() then waited for it
+    # forever (seen once in a test run). The workers own nothing to clean up (the buffers are the parent's).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _OWN.clear()  # the parent's, copied by the fork: mapped again by path like any later one
+    _WORKER.update(maps={}, feed=None)
+
+
+def _buffer(key, feed: int) -> np.ndarray:
+    """A shared buffer by key: this process's own, or mapped by path (maps of an earlier feed are dropped)."""
+    own = _OWN.get(key)
+    if own is not None:
+        return own
+    if _WORKER["feed"] != feed:
+        _WORKER.update(maps={}, feed=feed)
+    view = _WORKER["maps"].get(key)
+    if view is None:
+        fd = os.open(key[0], os.O_RDWR)
+        try:
+            view = np.frombuffer(mmap.mmap(fd, 0), dtype=np.uint8)
+        finally:
+            os.close(fd)
+        _WORKER["maps"][key] = view
+    return view
+
+
+def _probe_task(feed: int, blob_key, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, list]:
+    """`probe` of lines stored at blob_key[starts:ends]: ((lines, 3) width, height, kind; kind -1 = failed) and
+    the failed lines' [(position, message)]."""
+    blobs = _buffer(blob_key, feed)
+    out = np.full((len(starts), 3), -1, dtype=np.int64)
+    errors = []
+    for k, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+        try:
+            out[k] = probe(blobs[a:b].tobytes())
+        except Exception as exc:  # noqa: BLE001 - reported as the line's error row
+            errors.append((k, f"{type(exc).__name__}: {exc}"))
+    return out, errors
 
 
 def prepare_into(pixels: np.ndarray, height: int, out: np.ndarray) -> int:
@@ -196,22 +261,25 @@ def prepare_into(pixels: np.ndarray, height: int, out: np.ndarray) -> int:
     return new_w
 
 
-def _decode_task(slot: int, indices: np.ndarray, offsets: np.ndarray, sizes: np.ndarray,
+def _decode_task(feed: int, blob_key, slot_key, indices: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                 kinds: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, decoder: str,
                  prepare: tuple[int, int] | None = None) -> tuple[list, list]:
-    """Decode lines `indices` (`sizes` pixels each) into buffer `slot` at `offsets`: (errors [(index, message)],
-    shapes [(h, w)]). With `prepare` (height, batch width), each line is prepared as well and written as
-    (height, batch width) rows at its offset; shapes then give (height, prepared width)."""
-    blobs, kinds, decoder = _WORKER["blobs"], _WORKER["kinds"], _WORKER["decoder"]
-    buffer = np.frombuffer(_WORKER["buffers"][slot], dtype=np.uint8)
+    """Decode lines `indices` (stored at blob_key[starts:ends], `sizes` pixels each) into buffer slot_key at
+    `offsets`: (errors [(index, message)], shapes [(h, w)]). With `prepare` (height, batch width), each line is
+    prepared as well and written as (height, batch width) rows at its offset; shapes then give (height, prepared
+    width)."""
+    blobs, buffer = _buffer(blob_key, feed), _buffer(slot_key, feed)
     errors, shapes = [], []
-    for i, off, n in zip(indices.tolist(), offsets.tolist(), sizes.tolist()):
+    for i, a, b, kind, off, n in zip(indices.tolist(), starts.tolist(), ends.tolist(), kinds.tolist(),
+                                     offsets.tolist(), sizes.tolist()):
+        blob = blobs[a:b].tobytes()
         try:
             if prepare is None:
-                shapes.append(decode_into(blobs[i], int(kinds[i]), buffer[off : off + n], decoder))
+                shapes.append(decode_into(blob, kind, buffer[off : off + n], decoder))
             else:
                 height, width = prepare
                 raw = np.empty(n, dtype=np.uint8)
-                h, w = decode_into(blobs[i], int(kinds[i]), raw, decoder)
+                h, w = decode_into(blob, kind, raw, decoder)
                 rows = buffer[off : off + height * width].reshape(height, width)
                 shapes.append((height, prepare_into(raw.reshape(h, w), height, rows)))
         except Exception as exc:  # noqa: BLE001 - one bad image gives an error row
@@ -241,36 +309,127 @@ class FeedBatch:
     width: int = 0  # prepared feeds: every line is (height, width) at its offset, `widths` its prepared width
 
 
+PROBE_LINES = 2048  # lines per header task; inputs of fewer lines than this are probed in the main process
+
+
+class FeedPool:
+    """Decode workers and batch buffers kept across `LineFeed`s: a process that reads many calls (a service, a
+    library read in parts) forks its workers and sizes (and, for a GPU, page-locks) its buffers once. Workers are
+    forked at the first feed; buffers grow when a feed needs more or bigger ones. `workers=0`: in this process.
+    A consumer that pins buffers (`pin`) gets its `unpin` called before a buffer is dropped. Close it when done
+    (a context manager); a `LineFeed` given no pool makes one of its own and closes it with itself."""
+
+    def __init__(self, workers: int = 0, decoder: str = "auto"):
+        usable = "fork" in multiprocessing.get_all_start_methods() and hasattr(os, "memfd_create")
+        self.workers = max(0, int(workers)) if usable else 0
+        self.decoder = decoder_name(decoder)
+        self.pool = None
+        self.slots: list[SharedBuffer] = []
+        self._pinned: dict = {}  # buffer key -> unpin callable
+        self.feeds = 0
+
+    def __enter__(self) -> "FeedPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        if self.workers > 0 and self.pool is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process: workers use no threads
+                self.pool = multiprocessing.get_context("fork").Pool(self.workers, _worker_init)
+
+    def run(self, function, args_list: list[tuple]) -> list:
+        """`function(*args)` for each, on the workers (in order) or here."""
+        if self.pool is None:
+            return [function(*args) for args in args_list]
+        return [r.get() for r in [self.pool.apply_async(function, args) for args in args_list]]
+
+    def submit(self, function, args: tuple):
+        """A handle with `.get()`: on a worker, or the result computed here."""
+        if self.pool is None:
+            return SimpleNamespace(get=lambda result=function(*args): result)
+        return self.pool.apply_async(function, args)
+
+    def buffers(self, count: int, size: int) -> list[SharedBuffer]:
+        """`count` buffers of at least `size` bytes: the kept ones when they fit, else new ones (old ones dropped)."""
+        if len(self.slots) < count or any(b.size < size for b in self.slots[:count]):
+            self._drop()
+            size = -(-max(1, size) // (1 << 20)) * (1 << 20)  # whole MiB: a slightly larger feed reuses them
+            self.slots = [SharedBuffer(size) for _ in range(count)]
+        return self.slots[:count]
+
+    def pin(self, pin, unpin) -> list[np.ndarray]:
+        """Call `pin(view)` once per kept buffer (True when it took); `unpin(view)` runs before a pinned one is
+        dropped. Returns the views that could not be pinned."""
+        failed = []
+        for b in self.slots:
+            if b.key not in self._pinned:
+                if pin(b.view):
+                    self._pinned[b.key] = (unpin, b.view)
+                else:
+                    failed.append(b.view)
+                    self._pinned[b.key] = (None, b.view)
+        return failed
+
+    def _drop(self) -> None:
+        for b in self.slots:
+            unpin, view = self._pinned.pop(b.key, (None, None))
+            if unpin is not None:
+                unpin(view)
+            b.close()
+        self.slots = []
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+        self._drop()
+
+
 class LineFeed:
     """Batches of decoded lines from encoded bytes, in order. `workers` processes (0: in this process) decode
     ahead into `slots` reusable shared buffers; lines whose kind is in `device_kinds` stay encoded for the
     consumer. Use as a context manager; call `release(batch.slot)` when a batch's pixels have been consumed.
     `prepare`: workers also prepare each line as `lines.prepare_line` does (Pillow's resize and ink table, the same
-    pixels as the CPU path) and a batch arrives as (lines, height, width) rows, zero-padded (no device kinds then)."""
+    pixels as the CPU path) and a batch arrives as (lines, height, width) rows, zero-padded (no device kinds then).
+    `pool`: a `FeedPool` to use (its workers and buffers outlive this feed); `workers`/`decoder` are then its own.
+    The encoded lines are copied once into shared memory, the workers read their headers (in parallel when there
+    are many) and decode from there."""
 
     def __init__(self, blobs: Sequence[bytes], height: int, batch_size: int = 1024, workers: int = 0,
                  slots: int = 6, device_kinds: Sequence[int] = (), decoder: str = "auto", waste: float = 0.15,
-                 multiple: int = PAD_MULTIPLE, task_lines: int = TASK_LINES, prepare: bool | str = False):
+                 multiple: int = PAD_MULTIPLE, task_lines: int = TASK_LINES, prepare: bool | str = False,
+                 pool: FeedPool | None = None):
         if prepare not in (True, False, "auto"):
             raise ValueError(f"prepare must be True, False or 'auto'; got {prepare!r}")
+        self.own_pool = pool is None
+        self.feed_pool = FeedPool(workers, decoder) if pool is None else pool
+        self.feed_pool.feeds += 1
+        self.feed_id = (os.getpid(), id(self.feed_pool), self.feed_pool.feeds)
         self.height = height
         self.blobs = blobs
-        self.decoder = decoder_name(decoder)
+        self.decoder = self.feed_pool.decoder
+        self.workers = self.feed_pool.workers
         self.errors: list[tuple[int, str]] = []
         n = len(blobs)
-        self.w = np.zeros(n, dtype=np.int64)
-        self.h = np.zeros(n, dtype=np.int64)
-        self.kinds = np.full(n, -1, dtype=np.int8)
-        good, prepared = [], []
-        for i, blob in enumerate(blobs):
-            try:
-                w, h, kind = probe(bytes(blob) if not isinstance(blob, bytes) else blob)
-            except Exception as exc:  # noqa: BLE001 - reported as the line's error row
-                self.errors.append((i, f"{type(exc).__name__}: {exc}"))
-                continue
-            self.w[i], self.h[i], self.kinds[i] = w, h, kind
-            good.append(i)
-            prepared.append(target_width(w, h, height))
+        lengths = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=n)
+        self.ends = np.cumsum(lengths)
+        self.starts = self.ends - lengths
+        self.store = SharedBuffer(int(self.ends[-1]) if n else 1)
+        for blob, a, b in zip(blobs, self.starts.tolist(), self.ends.tolist()):
+            self.store.map[a:b] = blob
+        try:
+            headers = self._probe_all(n)
+        except BaseException:
+            self.close()
+            raise
+        self.w, self.h = headers[:, 0].copy(), headers[:, 1].copy()
+        self.kinds = headers[:, 2].astype(np.int8)
+        good = np.flatnonzero(self.kinds >= 0).tolist()
+        prepared = [target_width(int(self.w[i]), int(self.h[i]), height) for i in good]
         if prepare == "auto":  # measured on an H200 (docs/NOTES.md): worth it for lines near the model's height
             heights = self.h[good]
             device_share = float(np.isin(self.kinds[good], list(device_kinds)).mean()) if good and device_kinds else 0.0
@@ -283,13 +442,24 @@ class LineFeed:
         self.batch_widths = [-(-max(prepared[k] for k in b) // multiple) * multiple for b in groups]
         self.device_kinds = tuple(device_kinds)
         self.task_lines = max(1, task_lines)
-        self.workers = workers if "fork" in multiprocessing.get_all_start_methods() else 0
         sizes = [self._layout(b, k)[3] for k, b in enumerate(self.batches)]
         self.slot_bytes = max(sizes, default=0) or 1
-        self.buffers = [mmap.mmap(-1, self.slot_bytes) for _ in range(max(1, min(slots, len(self.batches) or 1)))]
-        self.views = [np.frombuffer(m, dtype=np.uint8) for m in self.buffers]
-        self.free = list(range(len(self.buffers)))
-        self.pool = None
+        self.shared = self.feed_pool.buffers(max(1, min(slots, len(self.batches) or 1)), self.slot_bytes)
+        self.views = [b.view for b in self.shared]
+        self.free = list(range(len(self.shared)))
+
+    def _probe_all(self, n: int) -> np.ndarray:
+        """(n, 3) width, height, kind per line (kind -1: failed, its message in `errors`)."""
+        key = self.store.key
+        if n >= 2 * PROBE_LINES:
+            self.feed_pool.start()
+        chunk = PROBE_LINES if self.feed_pool.pool is not None else max(1, n)
+        parts = self.feed_pool.run(_probe_task, [(self.feed_id, key, self.starts[lo : lo + chunk], self.ends[lo : lo + chunk])
+                                                 for lo in range(0, n, chunk)])
+        out = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 3), dtype=np.int64)
+        for lo, (_, errors) in zip(range(0, n, chunk), parts):
+            self.errors += [(lo + k, message) for k, message in errors]
+        return out
 
     def _host(self, batch: np.ndarray) -> np.ndarray:
         if not self.device_kinds:
@@ -297,23 +467,18 @@ class LineFeed:
         return ~np.isin(self.kinds[batch], self.device_kinds)
 
     def __enter__(self) -> "LineFeed":
-        if self.workers > 0 and self.batches:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process: workers use no threads
-                self.pool = multiprocessing.get_context("fork").Pool(
-                    self.workers, _worker_init, (self.blobs, self.kinds, self.buffers, self.decoder, True))
-        else:
-            _worker_init(self.blobs, self.kinds, self.buffers, self.decoder)
+        if self.batches:
+            self.feed_pool.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
-            self.pool = None
+        """Drop this feed's copy of the lines; its own pool (none was given) goes too, a given one stays."""
+        if self.own_pool:
+            self.feed_pool.close()
+        self.store.close()
         self.views = []
 
     def release(self, slot: int) -> None:
@@ -339,15 +504,17 @@ class LineFeed:
         tasks = []
         for lo in range(0, len(where), self.task_lines):
             part = where[lo : lo + self.task_lines]
-            args = (slot, batch[part], offsets[part], sizes[part], prepare)
-            tasks.append((part, self.pool.apply_async(_decode_task, args) if self.pool else _decode_task(*args)))
+            lines = batch[part]
+            args = (self.feed_id, self.store.key, self.shared[slot].key, lines, self.starts[lines], self.ends[lines],
+                    self.kinds[lines], offsets[part], sizes[part], self.decoder, prepare)
+            tasks.append((part, self.feed_pool.submit(_decode_task, args)))
         return batch, slot, host, offsets, host_bytes, tasks, (prepare[1] if prepare else 0)
 
     def __iter__(self) -> Iterator[FeedBatch]:
         pending: list = []
         following = 0
         for _ in range(len(self.batches)):
-            while self.free and following < len(self.batches) and (len(pending) < len(self.buffers)):
+            while self.free and following < len(self.batches) and (len(pending) < len(self.shared)):
                 pending.append(self._submit(following, self.free.pop(0)))
                 following += 1
             if not pending:
@@ -357,7 +524,7 @@ class LineFeed:
             failed = np.zeros(len(batch), dtype=bool)
             errors: list[tuple[int, str]] = []
             for part, task in tasks:
-                task_errors, shapes = task.get() if self.pool else task
+                task_errors, shapes = task.get()
                 errors += task_errors
                 shapes = np.asarray(shapes, dtype=np.int64).reshape(-1, 2)
                 heights[part], widths[part] = shapes[:, 0], shapes[:, 1]

@@ -130,12 +130,18 @@ def decode_best(best: np.ndarray, probs: np.ndarray, lengths: np.ndarray) -> lis
     run_conf = np.maximum.reduceat(probs, first) if first.size else np.zeros(0, dtype=probs.dtype)
     keep = valid[first] & (best[first] != BLANK_ID)
     ids, confs, line_of = best[first][keep], run_conf[keep].astype(float), first[keep] // frames
-    frame_of = first[keep] % frames
-    bounds = np.searchsorted(line_of, np.arange(batch + 1))
-    # Whole-batch arithmetic, then per line only list slices (the per-line numpy calls cost ~20 us a line).
-    counts = np.diff(bounds)
+    counts = np.bincount(line_of, minlength=batch)
     means = np.bincount(line_of, weights=confs, minlength=batch) / np.maximum(counts, 1)
-    line_conf = np.where(counts > 0, means, blank_conf).tolist()
+    return split_reads(ids, confs, line_of, first[keep] % frames, np.where(counts > 0, means, blank_conf), lengths)
+
+
+def split_reads(ids: np.ndarray, confs: np.ndarray, line_of: np.ndarray, frame_of: np.ndarray,
+                line_conf: np.ndarray, lengths: np.ndarray) -> list[tuple]:
+    """`decode_best`'s result from the read labels of a batch in line order (label id, confidence, line, frame) and
+    each line's confidence: whole-batch arithmetic, then per line only list slices (per-line numpy calls cost
+    ~20 us a line). Shared with the GPU path, which finds the labels on the device (`device_prep`)."""
+    batch = len(line_conf)
+    bounds = np.searchsorted(line_of, np.arange(batch + 1))
     where = (1.0 - (frame_of + 0.5) / np.maximum(np.asarray(lengths)[line_of], 1)).round(4).tolist()
-    ids, confs, b = ids.tolist(), confs.tolist(), bounds.tolist()
+    ids, confs, b, line_conf = ids.tolist(), confs.tolist(), bounds.tolist(), np.asarray(line_conf, dtype=float).tolist()
     return [(ids[b[i] : b[i + 1]], confs[b[i] : b[i + 1]], line_conf[i], where[b[i] : b[i + 1]]) for i in range(batch)]
