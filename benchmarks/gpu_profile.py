@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     parser.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--shapes", default="", help="comma-separated WIDTHxROWS batch padding multiples to try end to "
+                        "end, e.g. 64x128 (read_encoded's width_multiple, row_multiple)")
     parser.add_argument("--chunks", default="", help="comma-separated device_prep.CHUNK values to try end to end")
     parser.add_argument("--in-flight", default="", help="comma-separated batches in flight to try end to end")
     parser.add_argument("--out", type=Path, default=None)
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from ocr_assets.models.compact import device_prep
-    from ocr_assets.models.compact.line_feed import LineFeed
+    from ocr_assets.models.compact.line_feed import FeedPool, LineFeed
     from ocr_assets.models.compact.recognizer import CompactRecognizer
     from ocr_assets.models.resolve import shipped_model_dir
 
@@ -131,9 +133,16 @@ def main(argv: list[str] | None = None) -> None:
         record(f"end to end: {label}", time.perf_counter() - start, count)
 
     end_to_end("read_encoded as shipped")
+    with FeedPool(args.workers) as kept:
+        end_to_end("read_encoded, pool kept", pool=kept)
     end_to_end("prepare_on=host", prepare_on="host")
     for k in [int(c) for c in args.in_flight.split(",") if c]:
         end_to_end(f"prepare_on=host, in_flight={k}", prepare_on="host", in_flight=k)
+    for shape in [c for c in args.shapes.split(",") if c]:
+        w, r = (int(v) for v in shape.split("x"))
+        end_to_end(f"width_multiple={w}, row_multiple={r}", width_multiple=w, row_multiple=r)
+        with FeedPool(args.workers) as kept:
+            end_to_end(f"width_multiple={w}, row_multiple={r}, pool kept", width_multiple=w, row_multiple=r, pool=kept)
     default_chunk = device_prep.CHUNK
     for chunk in [int(c) for c in args.chunks.split(",") if c]:
         device_prep.CHUNK = chunk

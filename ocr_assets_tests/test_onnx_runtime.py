@@ -328,8 +328,15 @@ def test_read_encoded_reads_any_encoding_on_the_cpu_and_jpeg_falls_back_to_the_h
     host = dict(read_encoded(reader, blobs + [b"broken"], batch_size=6, workers=2, prepare_on="host"))
     assert host[len(blobs)].error and [host[i].text for i in range(len(blobs))] == [r.text for r in expected]
     assert all(abs(host[i].confidence - r.confidence) < 1e-4 for i, r in enumerate(expected))
+    # Batches padded to coarser shapes (fewer cuDNN plans on a GPU): padding rows and columns change no reading.
+    padded = dict(read_encoded(reader, blobs, batch_size=5, workers=0, prepare_on="host", width_multiple=64,
+                               row_multiple=4))
+    assert [padded[i].text for i in range(len(blobs))] == [host[i].text for i in range(len(blobs))]
+    assert all(abs(padded[i].confidence - host[i].confidence) < 1e-3 for i in range(len(blobs)))
     with pytest.raises(ValueError, match="prepare_on"):
         next(read_encoded(reader, blobs, prepare_on="gpu"))
+    with pytest.raises(ValueError, match="width_multiple"):
+        next(read_encoded(reader, blobs, width_multiple=20))
 
 
 def test_collapse_on_the_device_reads_what_decode_best_reads():

@@ -396,13 +396,14 @@ class LineFeed:
     `prepare`: workers also prepare each line as `lines.prepare_line` does (Pillow's resize and ink table, the same
     pixels as the CPU path) and a batch arrives as (lines, height, width) rows, zero-padded (no device kinds then).
     `pool`: a `FeedPool` to use (its workers and buffers outlive this feed); `workers`/`decoder` are then its own.
+    `width_multiple`: prepared rows are padded to a multiple of it (batches are still grouped by `multiple`).
     The encoded lines are copied once into shared memory, the workers read their headers (in parallel when there
     are many) and decode from there."""
 
     def __init__(self, blobs: Sequence[bytes], height: int, batch_size: int = 1024, workers: int = 0,
                  slots: int = 6, device_kinds: Sequence[int] = (), decoder: str = "auto", waste: float = 0.15,
                  multiple: int = PAD_MULTIPLE, task_lines: int = TASK_LINES, prepare: bool | str = False,
-                 pool: FeedPool | None = None):
+                 pool: FeedPool | None = None, width_multiple: int | None = None):
         if prepare not in (True, False, "auto"):
             raise ValueError(f"prepare must be True, False or 'auto'; got {prepare!r}")
         self.own_pool = pool is None
@@ -439,7 +440,8 @@ class LineFeed:
             device_kinds = ()
         groups = width_batches(prepared, batch_size, waste=waste, multiple=multiple)
         self.batches = [np.asarray([good[k] for k in b], dtype=np.int64) for b in groups]
-        self.batch_widths = [-(-max(prepared[k] for k in b) // multiple) * multiple for b in groups]
+        step = max(multiple, width_multiple or multiple)  # grouped by `multiple`, prepared rows padded to `step`
+        self.batch_widths = [-(-max(prepared[k] for k in b) // step) * step for b in groups]
         self.device_kinds = tuple(device_kinds)
         self.task_lines = max(1, task_lines)
         sizes = [self._layout(b, k)[3] for k, b in enumerate(self.batches)]
