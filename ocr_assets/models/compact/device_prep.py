@@ -126,8 +126,11 @@ def prepare_flat(flat: torch.Tensor, offsets: np.ndarray, heights: np.ndarray, w
     return batch, sizes[3].clone()
 
 
-GPU_WIDTH_MULTIPLE = 8  # read_encoded's default batch width step (px; the model's own minimum is PAD_MULTIPLE)
-GPU_ROW_MULTIPLE = 1  # read_encoded's default: batches padded to a multiple of this many lines
+# read_encoded pads batches to multiples of these (width in px, lines), so a process meets few distinct shapes; on an
+# H200 (48 px lines, batch 1024, docs/NOTES.md session 9) 64 x 256 read 22.3k lines/s once its shapes were met,
+# against 18.1k with 8 x 1 (every batch a new shape, each paying cuDNN's plan building).
+GPU_WIDTH_MULTIPLE = 64
+GPU_ROW_MULTIPLE = 256
 
 
 # --- greedy CTC on the device ---------------------------------------------------------------------------
@@ -236,8 +239,8 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     within a grey level or two of Pillow's decoder; everything else is Pillow's (or OpenCV's, identical) pixels.
     `stats`, when given, receives the feed's decoder and timings. `pool`: a `line_feed.FeedPool` kept by the caller
     across calls (its workers forked and its buffers page-locked once; `workers` and `decoder` are then the pool's);
-    without one each call starts and stops its own. `width_multiple` / `row_multiple` (default `GPU_WIDTH_MULTIPLE`,
-    `GPU_ROW_MULTIPLE`): batches are padded to these, so that a process meets few distinct shapes (cuDNN builds
+    without one each call starts and stops its own. `width_multiple` / `row_multiple` (default on CUDA `GPU_WIDTH_MULTIPLE`,
+    `GPU_ROW_MULTIPLE`, elsewhere none): batches are padded to these, so that a process meets few distinct shapes (cuDNN builds
     an execution plan, ~2.6 ms of host time per convolution, for each new one); padding rows read nothing and
     are dropped."""
     from ocr_assets.models.compact.line_feed import JPEG, LineFeed
@@ -249,10 +252,10 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     if prepare_on not in ("device", "host", "auto"):
         raise ValueError(f"prepare_on must be 'device', 'host' or 'auto'; got {prepare_on!r}")
     prepare = {"device": False, "host": True, "auto": "auto"}[prepare_on]
-    width_multiple = max(PAD_MULTIPLE, int(width_multiple or GPU_WIDTH_MULTIPLE))
+    width_multiple = max(PAD_MULTIPLE, int(width_multiple or (GPU_WIDTH_MULTIPLE if cuda else PAD_MULTIPLE)))
     if width_multiple % PAD_MULTIPLE:
         raise ValueError(f"width_multiple must be a multiple of {PAD_MULTIPLE}; got {width_multiple}")
-    row_multiple = max(1, int(row_multiple or GPU_ROW_MULTIPLE))
+    row_multiple = min(max(1, int(row_multiple or (GPU_ROW_MULTIPLE if cuda else 1))), max(1, batch_size))
     feed = LineFeed(blobs, height, batch_size, workers=workers, slots=prefetch + max(1, in_flight or 2) + 1,
                     device_kinds=(JPEG,) if jpeg else (), decoder=decoder, prepare=prepare, pool=pool,
                     width_multiple=width_multiple)
