@@ -1,7 +1,8 @@
 """Do GPU readings change with the attention kernel? The shipped model reads the same prepared lines twice on a CUDA
 device: with the backends reading uses (`CompactRecognizer._inference_context`: flash / memory-efficient, no cuDNN)
 and with torch's default choice (cuDNN attention where it applies). Prints how many lines read identically, the CER
-between the two readings and each one's CER_norm against the ground truth (issue 14).
+between the two readings and each one's CER_norm against the ground truth (issue 14); then the same lines from their
+PNG bytes through `device_prep.read_encoded` (the GPU line path speed.py measures) against the first reading.
 
     python benchmarks/gpu_attention_check.py --line-dir DIR [--lines 5000]
 """
@@ -20,6 +21,7 @@ def main() -> None:
     parser.add_argument("--line-dir", type=Path, required=True)
     parser.add_argument("--lines", type=int, default=5000)
     parser.add_argument("--device", default="cuda", help="cpu only to try the script (no cuDNN there)")
+    parser.add_argument("--workers", type=int, default=8, help="read_encoded's decode workers")
     args = parser.parse_args()
 
     import torch
@@ -46,6 +48,15 @@ def main() -> None:
     print(f"identical readings: {same} of {len(pngs)}; CER between the two: {between:.5f}")
     print(f"CER_norm vs ground truth: flash/efficient {metrics.cer_norm(truth, ours):.5f}, "
           f"torch default (cuDNN) {metrics.cer_norm(truth, default):.5f}")
+    # The end-to-end path from PNG bytes (`read_encoded`: workers decode, labels found on the device, batches padded
+    # to the GPU defaults) against `recognize_arrays` on the same lines.
+    from ocr_assets.models.compact.device_prep import read_encoded
+
+    got = dict(read_encoded(rec, [p.read_bytes() for p in pngs], workers=args.workers))
+    stream = [normalize(got[i].text) for i in range(len(pngs))]
+    print(f"read_encoded from PNG bytes: identical to recognize_arrays on {sum(a == b for a, b in zip(ours, stream))} "
+          f"of {len(pngs)}; CER between the two {metrics.cer(ours, stream):.5f}; CER_norm vs ground truth "
+          f"{metrics.cer_norm(truth, stream):.5f}")
 
 
 if __name__ == "__main__":

@@ -68,9 +68,12 @@ def kraken_model(book: str) -> Path | None:
     return found[0] if found else None
 
 
+GPU_RUN = ROOT / ".kraken" / "gpu_run"  # where the training call's train_summary.json and machine.txt were saved
+
+
 def training(book: str) -> dict:
-    """What gpu_train.sh reported for this fold (.kraken/gpu_run/train_summary.json), reduced to numbers."""
-    path = ROOT / ".kraken" / "gpu_run" / "train_summary.json"
+    """What gpu_train.sh reported for this fold (GPU_RUN/train_summary.json), reduced to numbers."""
+    path = GPU_RUN / "train_summary.json"
     if not path.exists():
         return {}
     info = json.loads(path.read_text()).get(book, {})
@@ -125,12 +128,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--books", nargs="*")
     ap.add_argument("--rerun", nargs="*", default=[])
+    ap.add_argument("--gpu-run", default=str(GPU_RUN), help="folder holding the training call's train_summary.json "
+                    "and machine.txt (default .kraken/gpu_run)")
     ap.add_argument("--assume-trained", nargs="*", default=[], metavar="BOOK",
                     help="score these folds' Kraken models on every line although no training summary says they learned")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "kraken_peer.json"))
     ap.add_argument("--same-run-speed", nargs="*", default=[], metavar="BOOK",
                     help="also time the engines back to back on 150 evenly spaced lines of these books")
     args = ap.parse_args()
+    globals()["GPU_RUN"] = Path(args.gpu_run)
     shared = shared_data_dir()
     if shared is None:
         raise SystemExit("needs the shared books (<shared>/data/ocr_gs_print); not found")
@@ -217,7 +223,7 @@ def main() -> None:
             result["same_run_speed"].append(r)
             print(f"| {name} | {r['ours v1']:.1f} | {r.get('ours v2 fold', float('nan')):.1f} | {r.get('Kraken fold', float('nan')):.1f} | "
                   f"{r['Tesseract']:.1f} | {r['load_before']} / {r['load_after']} |")
-    gpu = ROOT / ".kraken" / "gpu_run" / "machine.txt"
+    gpu = GPU_RUN / "machine.txt"
     if gpu.exists():
         result["kraken_training_machine"] = gpu.read_text().strip().splitlines()
     result["load_average_end"] = _load()
