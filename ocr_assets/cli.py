@@ -400,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images_dir")
     p.add_argument("--out", required=True, help="JSONL output path")
     _model_options(p)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="lines per batch (default 64; 1024 on a CUDA GPU, where the batched line path reads)")
     p.set_defaults(func=cmd_recognize)
 
     p = sub.add_parser("evaluate", help="score a model on a ground-truth folder (JSON: cer, cer_norm, wer, lines, lines_per_s)")

@@ -61,14 +61,33 @@ def _open_or_error(path: Path) -> tuple[Path, Image.Image | None, str | None]:
         return path, None, str(exc) or type(exc).__name__
 
 
-def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int = 64, chunk_size: int = 1024,
-                  on_progress: Callable[[Progress], None] | None = None) -> Iterator[dict]:
-    """One row per image found recursively; an unreadable image gives a row with `error`, not a crash.
+CPU_BATCH, GPU_BATCH = 64, 1024  # recognize_dir's default lines per batch: the CPU readers, the GPU line path
+GPU_CHUNK = 16384  # files per call of the GPU line path (their bytes in memory at once; a call is batched whole)
+
+
+def streams_on_gpu(recognizer: Recognizer) -> bool:
+    """Whether `recognize_dir` uses the batched GPU line path: a reader that has it, on a CUDA device."""
+    return hasattr(recognizer, "recognize_encoded") and str(getattr(recognizer, "device", "")).startswith("cuda")
+
+
+def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = None, chunk_size: int | None = None,
+                  on_progress: Callable[[Progress], None] | None = None, gpu_stream: bool | None = None
+                  ) -> Iterator[dict]:
+    """One row per image found recursively, in path order; an unreadable image gives a row with `error`, not a crash.
 
     Images are read `chunk_size` at a time so the recognizer can group similar widths into its batches; threads
     decode the next chunk (one per core; Pillow releases the GIL) while the recognizer reads the current one.
+    `gpu_stream` (default: `streams_on_gpu`): the batched GPU line path instead — threads read the next chunk's
+    bytes while worker processes (one `FeedPool` for the whole folder) decode the current one and the GPU reads it.
     """
     paths = find_images(root)
+    if gpu_stream is None:
+        gpu_stream = streams_on_gpu(recognizer)
+    if gpu_stream:
+        yield from _recognize_dir_streamed(recognizer, root, paths, batch_size or GPU_BATCH, chunk_size or GPU_CHUNK,
+                                           on_progress)
+        return
+    batch_size, chunk_size = batch_size or CPU_BATCH, chunk_size or 1024
     start = time.perf_counter()
     chunks = [paths[offset : offset + chunk_size] for offset in range(0, len(paths), chunk_size)]
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
@@ -84,6 +103,42 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int = 64, chun
                     row.update(text="", confidence=0.0, error=err)
                 else:
                     r = next(results)
+                    row.update(text=r.text, confidence=round(float(r.confidence), 4))
+                    if r.error:
+                        row["error"] = r.error
+                yield row
+            if on_progress:
+                on_progress(Progress(min((k + 1) * chunk_size, len(paths)), len(paths), time.perf_counter() - start))
+
+
+def _bytes_or_error(path: Path) -> tuple[Path, bytes | None, str | None]:
+    try:
+        return path, path.read_bytes(), None
+    except OSError as exc:
+        return path, None, str(exc) or type(exc).__name__
+
+
+def _recognize_dir_streamed(recognizer, root: Path, paths: list[Path], batch_size: int, chunk_size: int,
+                            on_progress: Callable[[Progress], None] | None) -> Iterator[dict]:
+    from ocr_assets.models.compact.line_feed import FeedPool
+
+    start = time.perf_counter()
+    chunks = [paths[offset : offset + chunk_size] for offset in range(0, len(paths), chunk_size)]
+    with FeedPool(max(1, (os.cpu_count() or 2) - 1)) as feed_pool, ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as io:
+        pending = io.map(_bytes_or_error, chunks[0]) if chunks else iter(())
+        for k in range(len(chunks)):
+            read = list(pending)
+            pending = io.map(_bytes_or_error, chunks[k + 1]) if k + 1 < len(chunks) else iter(())
+            good = [i for i, (_, blob, _) in enumerate(read) if blob is not None]
+            results = dict(recognizer.recognize_encoded([read[i][1] for i in good], batch_size=batch_size,
+                                                        pool=feed_pool))
+            at = {i: n for n, i in enumerate(good)}
+            for i, (path, _, err) in enumerate(read):
+                row = {"image": path.relative_to(root).as_posix()}
+                if err is not None:
+                    row.update(text="", confidence=0.0, error=err)
+                else:
+                    r = results[at[i]]
                     row.update(text=r.text, confidence=round(float(r.confidence), 4))
                     if r.error:
                         row["error"] = r.error

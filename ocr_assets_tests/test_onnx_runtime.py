@@ -409,6 +409,36 @@ def test_a_feed_pool_outlives_its_feeds_reads_headers_in_its_workers_and_pins_on
     assert feed_pool.pool is None and not feed_pool.slots
 
 
+def test_recognize_dir_through_the_gpu_line_path_writes_the_same_rows(book_lines, tmp_path):
+    """`recognize_dir` on the batched GPU line path (forced here on the CPU; on CUDA it is the default): the same
+    rows in the same order as the per-chunk path — texts, confidences, an error row for a broken file — over
+    several chunks sharing one decode pool, and a book's conventions applied on that path too."""
+    from ocr_assets.models.compact.recognizer import CompactRecognizer
+    from ocr_assets.models.conventions import Conventions, with_conventions
+    from ocr_assets.reading import recognize_dir, streams_on_gpu
+
+    for k, (image, _) in enumerate(book_lines[30:41]):
+        folder = tmp_path / "lines" / ("a" if k % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"l{k:02d}.png")
+    (tmp_path / "lines" / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a line")
+    reader = CompactRecognizer.load(shipped_model_dir(), device="cpu", cpu_precision="fp32")
+    assert not streams_on_gpu(reader)  # a CPU device: the per-chunk path unless asked
+    plain = list(recognize_dir(reader, tmp_path / "lines", batch_size=4))
+    streamed = list(recognize_dir(reader, tmp_path / "lines", batch_size=4, chunk_size=5, gpu_stream=True))
+    assert [r["image"] for r in streamed] == [r["image"] for r in plain] and len(plain) == 12
+    assert [r["text"] for r in streamed] == [r["text"] for r in plain]
+    assert all(abs(a["confidence"] - b["confidence"]) < 0.01 for a, b in zip(streamed, plain))
+    assert [bool(r.get("error")) for r in streamed] == [r["image"] == "b/broken.png" for r in plain]
+    assert all(bool(r.get("error")) == (r["image"] == "b/broken.png") for r in plain)
+    raw = [r["text"] for r in plain]
+    book = with_conventions(reader, Conventions(spacing={"ل": {"before": True}}))  # an odd habit, plainly visible
+    plain = list(recognize_dir(book, tmp_path / "lines", batch_size=4))
+    streamed = list(recognize_dir(book, tmp_path / "lines", batch_size=4, chunk_size=5, gpu_stream=True))
+    assert [r["text"] for r in streamed] == [r["text"] for r in plain]
+    assert sum(a != b for a, b in zip(raw, (r["text"] for r in plain))) >= 5
+
+
 def test_load_recognizer_takes_the_runtime_and_refuses_it_for_other_backends(tmp_path):
     from ocr_assets.errors import ConfigError
     from ocr_assets.models.resolve import load_recognizer

@@ -437,6 +437,12 @@ def with_conventions(recognizer, conventions: Conventions):
                     r.text, r.char_confidences, r.char_positions)
             return results
 
+        def recognize_encoded(self, blobs, **kwargs):
+            for i, r in self.inner.recognize_encoded(blobs, **kwargs):
+                r.text, r.char_confidences, r.char_positions = self.conventions.apply(
+                    r.text, r.char_confidences, r.char_positions)
+                yield i, r
+
         def save(self, path):
             out = self.inner.save(path)
             self.conventions.save(out)
@@ -456,4 +462,6 @@ def with_conventions(recognizer, conventions: Conventions):
         def __getattr__(self, name):  # backend-specific extras (batching options, the torch model)
             return getattr(self.inner, name)
 
+    if not hasattr(recognizer, "recognize_encoded"):  # only readers with the batched GPU line path offer it
+        del BookRecognizer.recognize_encoded
     return BookRecognizer()

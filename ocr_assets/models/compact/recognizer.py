@@ -11,7 +11,7 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -216,6 +216,16 @@ class CompactRecognizer(Recognizer):
             return prepare_line(image, self.model.config.input_height)
         except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch
             return Recognition(text="", confidence=0.0, error=f"{type(exc).__name__}: {exc}")
+
+    def recognize_encoded(self, blobs: Sequence[bytes], batch_size: int = 1024, workers: int | None = None,
+                          pool=None) -> Iterator[tuple[int, Recognition]]:
+        """(index, Recognition) for encoded line images (PNG, JPEG, TIFF, ...) in batch order: the batched GPU line
+        path (`device_prep.read_encoded`: decode workers, labels found on the device). `pool`: a
+        `line_feed.FeedPool` kept across calls (its workers and page-locked buffers are reused)."""
+        from ocr_assets.models.compact.device_prep import read_encoded
+
+        workers = max(1, (os.cpu_count() or 2) - 1) if workers is None else workers
+        return read_encoded(self, blobs, batch_size=batch_size, workers=workers, pool=pool)
 
     def recognize(self, images: Sequence[Image.Image], batch_size: int = 32) -> list[Recognition]:
         """Read line images (PIL images, encoded bytes or paths); an unreadable one gives a row with `error`.
