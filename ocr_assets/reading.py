@@ -124,7 +124,9 @@ def _recognize_dir_streamed(recognizer, root: Path, paths: list[Path], batch_siz
 
     start = time.perf_counter()
     chunks = [paths[offset : offset + chunk_size] for offset in range(0, len(paths), chunk_size)]
-    with FeedPool(max(1, (os.cpu_count() or 2) - 1)) as feed_pool, ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as io:
+    # Two reader threads: file reads release the GIL, and more threads only contend for it with the main thread,
+    # which launches the GPU work (16,384 page-cached files: 0.45 s with 1-2 threads, 0.82 s with 8 on 2 cores).
+    with FeedPool(max(1, (os.cpu_count() or 2) - 1)) as feed_pool, ThreadPoolExecutor(2) as io:
         pending = io.map(_bytes_or_error, chunks[0]) if chunks else iter(())
         for k in range(len(chunks)):
             read = list(pending)
