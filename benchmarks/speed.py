@@ -325,6 +325,39 @@ def gpu_rows(args, card: str, folder: Path, sets) -> None:
         s_per_page=round(seconds / done, 3))
 
 
+def gpu_cli_rows(args, card: str, sets, cli: list[str], tmp: Path) -> None:
+    """`ocr-assets recognize --device cuda` as a user runs it, whole process, over --gpu-cli-copies copies of the
+    first line set written as PNG files (the CLI's batched GPU path: `reading.recognize_dir` streaming). With
+    --gpu-cli-profile, the same command under cProfile (main thread) and its top functions printed."""
+    label, lines = sets[0]
+    root = tmp / "cli_lines"
+    for k in range(args.gpu_cli_copies):
+        folder = root / f"copy{k:02d}"
+        folder.mkdir(parents=True)
+        for i, blob in enumerate(lines):
+            (folder / f"{i:06d}.png").write_bytes(blob)
+    n = len(lines) * args.gpu_cli_copies
+    runs = [("", cli)]
+    if args.gpu_cli_profile:
+        runs.append((" under cProfile", [sys.executable, "-m", "cProfile", "-o", str(args.gpu_cli_profile), "-m",
+                                         "ocr_assets.cli"]))
+    for note, command in runs:
+        cmd = [*command, "recognize", str(root), "--out", str(tmp / "cli.jsonl"), "--model", "default", "--device", "cuda"]
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"{shlex.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:]}")
+        progress = [p for p in done.stderr.replace("\r", "\n").splitlines() if p.startswith("recognize")]
+        row("GPU lines", f"ours, `recognize --device cuda`, whole process{note}, {n} PNG files ({label} x "
+            f"{args.gpu_cli_copies}) ({card})", seconds, n, "lines/s",
+            shlex.join(cmd).replace(str(tmp), "TMP"), progress=" | ".join(progress[-5:]))
+    if args.gpu_cli_profile:
+        import pstats
+
+        pstats.Stats(str(args.gpu_cli_profile)).sort_stats("tottime").print_stats(30)
+
+
 # --- the table ---------------------------------------------------------------------------------------------
 
 
@@ -364,6 +397,11 @@ def main() -> None:
     ap.add_argument("--gpu-batch", default="1024", help="lines per GPU batch; a comma list tries each for the GPU line rows")
     ap.add_argument("--gpu-workers", type=int, default=None, help="host decode / segmentation processes (default: cores - 1)")
     ap.add_argument("--gpu-page-repeat", type=int, default=10)
+    ap.add_argument("--gpu-cli-copies", type=int, default=0, help="also time `recognize --device cuda` over this "
+                    "many copies of the first line set as files (on a machine without the console script: "
+                    "--cli 'python -m ocr_assets.cli')")
+    ap.add_argument("--gpu-cli-profile", type=Path, default=None, help="with --gpu-cli-copies: run it again under "
+                    "cProfile, write the profile here and print its top functions")
     ap.add_argument("--gpu-jpeg", action="store_true", help="also the same lines as JPEG (nvJPEG when torchvision is there)")
     ap.add_argument("--line-dirs", default=None, help="comma list of folders of */*.png lines for the GPU and host-feed "
                     "rows (default: the shared ocr_gs_print)")
@@ -390,6 +428,8 @@ def main() -> None:
             host_feed_rows(args, sets)
         if card:
             gpu_rows(args, card, folder, sets)
+            if args.gpu_cli_copies:
+                gpu_cli_rows(args, card, sets, cli, tmp)
     info["load_end"] = round(os.getloadavg()[0], 2)
     print(table(info, tess_s, n))
     if args.json:
