@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,8 @@ from PIL import Image
 
 from ocr_assets.data.gt_folder import IMAGE_EXTENSIONS
 from ocr_assets.models.base import Recognizer
+
+logger = logging.getLogger(__name__)
 
 
 def find_images(root: Path) -> list[Path]:
@@ -118,6 +121,21 @@ def _bytes_or_error(path: Path) -> tuple[Path, bytes | None, str | None]:
         return path, None, str(exc) or type(exc).__name__
 
 
+def _read_chunk_plainly(recognizer, blobs: list[bytes], batch_size: int) -> list:
+    """What the per-chunk path gives for these encoded images: the guarded decoder, then `_recognize_safely`."""
+    from ocr_assets.data.images import decode_line_image
+    from ocr_assets.models.base import Recognition
+
+    opened = []
+    for blob in blobs:
+        try:
+            opened.append((decode_line_image(blob), None))
+        except Exception as exc:  # noqa: BLE001 - an error row
+            opened.append((None, str(exc) or type(exc).__name__))
+    results = iter(_recognize_safely(recognizer, [im for im, _ in opened if im is not None], min(batch_size, 64)))
+    return [next(results) if im is not None else Recognition(text="", confidence=0.0, error=err) for im, err in opened]
+
+
 def _recognize_dir_streamed(recognizer, root: Path, paths: list[Path], batch_size: int, chunk_size: int,
                             on_progress: Callable[[Progress], None] | None) -> Iterator[dict]:
     from ocr_assets.models.compact.line_feed import FeedPool
@@ -132,8 +150,13 @@ def _recognize_dir_streamed(recognizer, root: Path, paths: list[Path], batch_siz
             read = list(pending)
             pending = io.map(_bytes_or_error, chunks[k + 1]) if k + 1 < len(chunks) else iter(())
             good = [i for i, (_, blob, _) in enumerate(read) if blob is not None]
-            results = dict(recognizer.recognize_encoded([read[i][1] for i in good], batch_size=batch_size,
-                                                        pool=feed_pool))
+            try:
+                results = dict(recognizer.recognize_encoded([read[i][1] for i in good], batch_size=batch_size,
+                                                            pool=feed_pool))
+            except Exception as exc:  # noqa: BLE001 - e.g. out of GPU memory on a wide batch: this chunk the other way
+                logger.warning("batched GPU read of %d files failed (%s: %s); reading them image by image",
+                               len(good), type(exc).__name__, exc)
+                results = dict(enumerate(_read_chunk_plainly(recognizer, [read[i][1] for i in good], batch_size)))
             at = {i: n for n, i in enumerate(good)}
             for i, (path, _, err) in enumerate(read):
                 row = {"image": path.relative_to(root).as_posix()}

@@ -333,6 +333,10 @@ def test_read_encoded_reads_any_encoding_on_the_cpu_and_jpeg_falls_back_to_the_h
                                row_multiple=4))
     assert [padded[i].text for i in range(len(blobs))] == [host[i].text for i in range(len(blobs))]
     assert all(abs(padded[i].confidence - host[i].confidence) < 1e-3 for i in range(len(blobs)))
+    # The same through the device resize path (`prepare_flat` pads to the width multiple).
+    padded = dict(read_encoded(reader, blobs, batch_size=5, workers=0, prepare_on="device", width_multiple=64,
+                               row_multiple=4))
+    assert [padded[i].text for i in range(len(blobs))] == [got[i].text for i in range(len(blobs))]
     with pytest.raises(ValueError, match="prepare_on"):
         next(read_encoded(reader, blobs, prepare_on="gpu"))
     with pytest.raises(ValueError, match="width_multiple"):
@@ -391,7 +395,11 @@ def test_a_feed_pool_outlives_its_feeds_reads_headers_in_its_workers_and_pins_on
         return seen, errors, keys
 
     with FeedPool(workers=2) as feed_pool:
-        feed_pool.start()
+        probing = LineFeed(blobs, 48, batch_size=5, slots=3, pool=feed_pool)  # > 2 x PROBE_LINES: workers read headers
+        assert feed_pool.pool is not None and len(probing.errors) == 2
+        with pytest.raises(RuntimeError, match="one at a time"):
+            LineFeed(blobs, 48, pool=feed_pool)
+        probing.close()
         workers = {p.pid for p in feed_pool.pool._pool}
         seen, errors, keys = read(feed_pool, blobs, 5)
         failed = feed_pool.pin(lambda view: pinned.append(view.nbytes) or True, lambda view: unpinned.append(view.nbytes))
@@ -407,6 +415,86 @@ def test_a_feed_pool_outlives_its_feeds_reads_headers_in_its_workers_and_pins_on
         big, _, keys_big = read(feed_pool, blobs * 6, 64)  # batches of 64: larger buffers, the old ones unpinned first
         assert keys_big[0] not in keys and len(unpinned) == 3 and len(big) == 6 * (len(blobs) - 2)
     assert feed_pool.pool is None and not feed_pool.slots
+
+
+def test_a_feed_left_early_never_writes_into_the_next_feeds_buffers(monkeypatch):
+    """A consumer that stops after one batch (an exception on the GPU, a closed generator) leaves decode tasks
+    queued; closing the feed waits for them, so the next feed on the same pool gets only its own pixels. One line of
+    the first feed decodes slowly (a delay around the real decoder) so that its stale write would land late."""
+    import io
+    import time
+
+    from PIL import Image
+
+    from ocr_assets.data.images import decode_line_image
+    from ocr_assets.models.compact import line_feed
+    from ocr_assets.models.compact.line_feed import FeedPool, LineFeed
+
+    def png(width: int, value: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((48, width), value, dtype=np.uint8)).save(buf, "PNG")
+        return buf.getvalue()
+
+    real = line_feed.decode_into
+
+    def slow(blob, kind, out, decoder="pillow"):  # a slow decode writes its pixels at its end
+        if line_feed.probe(blob)[0] == 333:
+            time.sleep(1.0)
+        return real(blob, kind, out, decoder)
+
+    monkeypatch.setattr(line_feed, "decode_into", slow)  # before the fork: the workers have it
+    first = [png(100, 0) for _ in range(4)] + [png(333, 0)] + [png(340, 0) for _ in range(40)]
+    second = [png(100 + 8 * (i % 40), 200) for i in range(400)]
+    with FeedPool(workers=2) as feed_pool:
+        with LineFeed(first, 48, batch_size=4, slots=6, task_lines=1, pool=feed_pool) as feed:
+            for _ in feed:
+                break
+        wrong = 0
+        with LineFeed(second, 48, batch_size=8, slots=6, task_lines=2, pool=feed_pool) as feed:
+            for batch in feed:
+                time.sleep(0.02)  # the GPU's turn
+                for k, i in enumerate(batch.indices.tolist()):
+                    h, w, off = int(batch.heights[k]), int(batch.widths[k]), int(batch.offsets[k])
+                    wrong += not np.array_equal(batch.pixels[off : off + h * w].reshape(h, w),
+                                                np.asarray(decode_line_image(second[i])))
+                feed.release(batch.slot)
+    assert wrong == 0
+
+
+def test_a_feed_never_closed_leaks_no_descriptor_or_memory(book_lines):
+    """The encoded lines and buffers live in memfds; a feed dropped without close() releases them with the object."""
+    import gc
+
+    from ocr_assets.models.compact import line_feed
+    from ocr_assets.models.compact.line_feed import LineFeed
+
+    blobs = [b for im, _ in book_lines[:4] for b in _encodings(im)[:1]]
+    gc.collect()
+    fds, own = len(os.listdir("/proc/self/fd")), len(line_feed._OWN)
+    for _ in range(5):
+        feed = LineFeed(blobs, 48, batch_size=2, slots=2)
+        assert len(line_feed._OWN) > own
+        del feed
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= fds and len(line_feed._OWN) == own
+
+
+def test_without_memfds_the_feed_decodes_in_its_own_process(book_lines, monkeypatch):
+    """Where workers cannot map later buffers (no memfd or /proc: not Linux), a feed asked for workers decodes in
+    its own process from anonymous mappings, with the same pixels."""
+    from ocr_assets.data.images import decode_line_image
+    from ocr_assets.models.compact import line_feed
+    from ocr_assets.models.compact.line_feed import LineFeed
+
+    monkeypatch.setattr(line_feed, "SHARED_BY_PATH", False)
+    blobs = [b for im, _ in book_lines[:3] for b in _encodings(im)[:2]]
+    with LineFeed(blobs, 48, batch_size=4, workers=2) as feed:
+        assert feed.workers == 0 and feed.store.key[0] is None
+        for batch in feed:
+            for k, i in enumerate(batch.indices.tolist()):
+                h, w, off = int(batch.heights[k]), int(batch.widths[k]), int(batch.offsets[k])
+                assert np.array_equal(batch.pixels[off : off + h * w].reshape(h, w), np.asarray(decode_line_image(blobs[i])))
+            feed.release(batch.slot)
 
 
 def test_recognize_dir_through_the_gpu_line_path_writes_the_same_rows(book_lines, tmp_path):
@@ -437,6 +525,15 @@ def test_recognize_dir_through_the_gpu_line_path_writes_the_same_rows(book_lines
     streamed = list(recognize_dir(book, tmp_path / "lines", batch_size=4, chunk_size=5, gpu_stream=True))
     assert [r["text"] for r in streamed] == [r["text"] for r in plain]
     assert sum(a != b for a, b in zip(raw, (r["text"] for r in plain))) >= 5
+
+    def fails(*args, **kwargs):  # e.g. the GPU out of memory on a wide batch
+        raise RuntimeError("CUDA out of memory (injected)")
+        yield
+
+    reader.recognize_encoded = fails  # the chunk is read the per-chunk way instead: no row lost
+    fallback = list(recognize_dir(reader, tmp_path / "lines", batch_size=4, chunk_size=5, gpu_stream=True))
+    assert [r["text"] for r in fallback] == raw
+    assert [bool(r.get("error")) for r in fallback] == [r["image"] == "b/broken.png" for r in fallback]
 
 
 def test_load_recognizer_takes_the_runtime_and_refuses_it_for_other_backends(tmp_path):

@@ -228,8 +228,9 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
 
     `line_feed.LineFeed` reads the headers, groups lines of similar prepared widths into batches and has `workers`
     forked processes decode them into shared buffers (page-locked on CUDA); the device copies a batch on a side
-    stream, unpacks and prepares it (`prepare_flat`), reads it and sends back only each frame's best label and its
-    probability, while the host already launches the next batch and turns the previous one into text.
+    stream, unpacks and prepares it (`prepare_flat`), reads it, finds the kept CTC labels (`collapse_best`) and sends
+    back only fixed-size arrays of them, while the host already launches the next batch and turns the previous one
+    into text.
     `in_flight`: batches queued on the device ahead of the one being turned into text (default: 2 when the host
     prepares, else 1 — the faster of each on an H200). `prepare_on="host"`: the feed's workers also resize
     (`lines.prepare_line`'s own Pillow steps, so the CPU path's pixels) and the device only reads; "device": the
@@ -256,6 +257,8 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     if width_multiple % PAD_MULTIPLE:
         raise ValueError(f"width_multiple must be a multiple of {PAD_MULTIPLE}; got {width_multiple}")
     row_multiple = min(max(1, int(row_multiple or (GPU_ROW_MULTIPLE if cuda else 1))), max(1, batch_size))
+    runner = recognizer._inference_model()  # before the feed: nothing may fail between its creation and `with`
+    copy_stream = torch.cuda.Stream(device) if cuda else None
     feed = LineFeed(blobs, height, batch_size, workers=workers, slots=prefetch + max(1, in_flight or 2) + 1,
                     device_kinds=(JPEG,) if jpeg else (), decoder=decoder, prepare=prepare, pool=pool,
                     width_multiple=width_multiple)
@@ -264,8 +267,6 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     if stats is not None:
         stats.update(decoder=feed.decoder, device_jpeg=bool(jpeg), batches=len(feed.batches), workers=feed.workers,
                      prepared_on="host" if feed.prepare else "device", in_flight=in_flight)
-    runner = recognizer._inference_model()
-    copy_stream = torch.cuda.Stream(device) if cuda else None
     with feed:
         if cuda:
             feed.feed_pool.pin(_pin, _unpin)
@@ -278,7 +279,7 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
                     for i, message in batch.errors:
                         yield i, Recognition(text="", confidence=0.0, error=message)
                     launched.append(_launch(recognizer, runner, batch, height, device, copy_stream, jpeg,
-                                            width_multiple, row_multiple))
+                                            width_multiple, row_multiple, batch_size))
                     while len(launched) > in_flight:
                         yield from _finish(recognizer, feed, launched.popleft())
                 while launched:
@@ -289,7 +290,7 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
 
 
 def _launch(recognizer, runner, batch, height: int, device, copy_stream, jpeg, width_multiple: int = PAD_MULTIPLE,
-            row_multiple: int = 1):
+            row_multiple: int = 1, batch_size: int = 0):
     """Queue a batch's copy, preparation and reading on the device; nothing here waits for it."""
     if copy_stream is not None:
         with torch.cuda.stream(copy_stream):
@@ -321,8 +322,9 @@ def _launch(recognizer, runner, batch, height: int, device, copy_stream, jpeg, w
         with torch.autocast(device.type, enabled=False):  # the resize sums 8-bit values: full precision
             pixels, lengths = prepare_flat(flat, batch.offsets, batch.heights, batch.widths, height, width_multiple)
     n = pixels.shape[0]
-    if n % row_multiple:  # blank rows up to the next multiple: a shape the process has likely met already
-        extra = row_multiple - n % row_multiple
+    padded = min(-(-n // row_multiple) * row_multiple, max(n, batch_size))  # never past a full batch
+    if padded > n:  # blank rows up to the next multiple: a shape the process has likely met already
+        extra = padded - n
         pixels = torch.cat([pixels, pixels.new_zeros((extra, *pixels.shape[1:]))])
         lengths = torch.cat([lengths, lengths.new_ones(extra)])
     out = runner(pixels, lengths)

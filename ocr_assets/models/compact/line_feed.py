@@ -26,6 +26,7 @@ import os
 import signal
 import struct
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Iterator, Sequence
@@ -185,23 +186,33 @@ class SharedBuffer:
     def __init__(self, size: int):
         SharedBuffer._serial += 1
         self.size = max(1, int(size))
-        self.fd = os.memfd_create("ocr_assets_feed")
-        os.ftruncate(self.fd, self.size)
-        self.map = mmap.mmap(self.fd, self.size)
+        if SHARED_BY_PATH:
+            fd = os.memfd_create("ocr_assets_feed")
+            os.ftruncate(fd, self.size)
+            self.map = mmap.mmap(fd, self.size)
+            # The path names the memfd while this process holds `fd`; the inode tells a reused fd number apart.
+            self.key = (f"/proc/{os.getpid()}/fd/{fd}", os.fstat(fd).st_ino, SharedBuffer._serial)
+        else:  # no memfd (not Linux): an anonymous mapping, read in this process only (FeedPool has no workers)
+            fd, self.map = -1, mmap.mmap(-1, self.size)
+            self.key = (None, 0, SharedBuffer._serial)
         self.view = np.frombuffer(self.map, dtype=np.uint8)
-        # The path names the memfd for as long as this process holds `fd`; the serial tells reused fd numbers apart.
-        self.key = (f"/proc/{os.getpid()}/fd/{self.fd}", os.getpid(), SharedBuffer._serial)
         _OWN[self.key] = self.view
+        # Closed with the object too: a feed that is never closed leaks no descriptor and no memory.
+        self._release = weakref.finalize(self, _release_shared, self.key, fd)
 
     def close(self) -> None:
         """Forget the region: the memory goes once the last mapping of it (views, workers' maps) is gone."""
-        _OWN.pop(self.key, None)
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self._release()
         self.view = None
 
 
+def _release_shared(key, fd: int) -> None:
+    _OWN.pop(key, None)
+    if fd >= 0:
+        os.close(fd)
+
+
+SHARED_BY_PATH = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")  # workers can map later buffers
 _OWN: dict = {}  # this process's own buffers by key (workers=0 reads them here, not through /proc)
 _WORKER: dict = {"maps": {}, "feed": None}
 
@@ -226,6 +237,8 @@ def _buffer(key, feed: int) -> np.ndarray:
     if view is None:
         fd = os.open(key[0], os.O_RDWR)
         try:
+            if os.fstat(fd).st_ino != key[1]:  # the parent closed that region and reused its fd number
+                raise RuntimeError(f"shared buffer {key[0]} is gone (its feed was closed)")
             view = np.frombuffer(mmap.mmap(fd, 0), dtype=np.uint8)
         finally:
             os.close(fd)
@@ -320,13 +333,14 @@ class FeedPool:
     (a context manager); a `LineFeed` given no pool makes one of its own and closes it with itself."""
 
     def __init__(self, workers: int = 0, decoder: str = "auto"):
-        usable = "fork" in multiprocessing.get_all_start_methods() and hasattr(os, "memfd_create")
+        usable = "fork" in multiprocessing.get_all_start_methods() and SHARED_BY_PATH
         self.workers = max(0, int(workers)) if usable else 0
         self.decoder = decoder_name(decoder)
         self.pool = None
         self.slots: list[SharedBuffer] = []
         self._pinned: dict = {}  # buffer key -> unpin callable
         self.feeds = 0
+        self.busy = False  # one feed at a time: feeds share the buffers
 
     def __enter__(self) -> "FeedPool":
         return self
@@ -349,7 +363,8 @@ class FeedPool:
     def submit(self, function, args: tuple):
         """A handle with `.get()`: on a worker, or the result computed here."""
         if self.pool is None:
-            return SimpleNamespace(get=lambda result=function(*args): result)
+            result = function(*args)
+            return SimpleNamespace(get=lambda: result, wait=lambda: None)
         return self.pool.apply_async(function, args)
 
     def buffers(self, count: int, size: int) -> list[SharedBuffer]:
@@ -406,10 +421,25 @@ class LineFeed:
                  pool: FeedPool | None = None, width_multiple: int | None = None):
         if prepare not in (True, False, "auto"):
             raise ValueError(f"prepare must be True, False or 'auto'; got {prepare!r}")
+        if pool is not None and pool.busy:
+            raise RuntimeError("this FeedPool is feeding another LineFeed; close that one first (one at a time)")
         self.own_pool = pool is None
         self.feed_pool = FeedPool(workers, decoder) if pool is None else pool
         self.feed_pool.feeds += 1
+        self.feed_pool.busy = True
         self.feed_id = (os.getpid(), id(self.feed_pool), self.feed_pool.feeds)
+        self.store = None
+        self.tasks: list = []  # every decode task handed to the workers: close() waits for them
+        self.views = []
+        try:
+            self._setup(blobs, height, batch_size, slots, device_kinds, waste, multiple, task_lines, prepare,
+                        width_multiple)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, blobs, height, batch_size, slots, device_kinds, waste, multiple, task_lines, prepare,
+               width_multiple) -> None:
         self.height = height
         self.blobs = blobs
         self.decoder = self.feed_pool.decoder
@@ -422,11 +452,7 @@ class LineFeed:
         self.store = SharedBuffer(int(self.ends[-1]) if n else 1)
         for blob, a, b in zip(blobs, self.starts.tolist(), self.ends.tolist()):
             self.store.map[a:b] = blob
-        try:
-            headers = self._probe_all(n)
-        except BaseException:
-            self.close()
-            raise
+        headers = self._probe_all(n)
         self.w, self.h = headers[:, 0].copy(), headers[:, 1].copy()
         self.kinds = headers[:, 2].astype(np.int8)
         good = np.flatnonzero(self.kinds >= 0).tolist()
@@ -477,10 +503,18 @@ class LineFeed:
         self.close()
 
     def close(self) -> None:
-        """Drop this feed's copy of the lines; its own pool (none was given) goes too, a given one stays."""
+        """Drop this feed's copy of the lines; its own pool (none was given) goes too, a given one stays. Decode
+        tasks still running (a consumer that stopped early) are waited for first: they write into the pool's
+        buffers, which the next feed reuses."""
         if self.own_pool:
             self.feed_pool.close()
-        self.store.close()
+        else:
+            for task in self.tasks:
+                task.wait()
+        self.tasks = []
+        self.feed_pool.busy = False
+        if self.store is not None:
+            self.store.close()
         self.views = []
 
     def release(self, slot: int) -> None:
@@ -510,6 +544,7 @@ class LineFeed:
             args = (self.feed_id, self.store.key, self.shared[slot].key, lines, self.starts[lines], self.ends[lines],
                     self.kinds[lines], offsets[part], sizes[part], self.decoder, prepare)
             tasks.append((part, self.feed_pool.submit(_decode_task, args)))
+            self.tasks.append(tasks[-1][1])
         return batch, slot, host, offsets, host_bytes, tasks, (prepare[1] if prepare else 0)
 
     def __iter__(self) -> Iterator[FeedBatch]:
