@@ -229,7 +229,7 @@ def host_feed_rows(args, sets) -> None:
         best = float("inf")
         for _ in range(2):
             start, count = time.perf_counter(), 0
-            with LineFeed(blobs, 48, int(str(args.gpu_batch).split(",")[0]), workers=workers, slots=workers // 2 + 6, decoder=decoder) as feed:
+            with LineFeed(blobs, 48, args.gpu_batch[0], workers=workers, slots=workers // 2 + 6, decoder=decoder) as feed:
                 for batch in feed:
                     count += len(batch.indices)
                     feed.release(batch.slot)
@@ -255,13 +255,13 @@ def gpu_rows(args, card: str, folder: Path, sets) -> None:
     from PIL import Image
 
     from ocr_assets.models.compact.device_prep import read_encoded
-    from ocr_assets.models.compact.line_feed import FeedPool
+    from ocr_assets.models.compact.line_feed import FeedPool, default_workers
     from ocr_assets.models.compact.lines import prepare_line
     from ocr_assets.models.compact.recognizer import CompactRecognizer, collate_lines
     from ocr_assets.models.resolve import shipped_model_dir
     from ocr_assets.pages.ocr import ocr_page_files
 
-    workers = args.gpu_workers or max(1, (os.cpu_count() or 2) - 1)
+    workers = args.gpu_workers or default_workers()
     rec = CompactRecognizer.load(shipped_model_dir(), device="cuda")
 
     def jpeg(blob: bytes) -> bytes:
@@ -270,7 +270,7 @@ def gpu_rows(args, card: str, folder: Path, sets) -> None:
         return buf.getvalue()
 
     base = sets[0][1]
-    batch_sizes = [int(b) for b in str(args.gpu_batch).split(",") if b]
+    batch_sizes = args.gpu_batch
     for label, lines in sets:
         encodings = [("PNG", lines)] + ([("JPEG q90", [jpeg(b) for b in lines])] if args.gpu_jpeg else [])
         for kind, encoded in encodings:
@@ -295,7 +295,7 @@ def gpu_rows(args, card: str, folder: Path, sets) -> None:
                             f"batch {batch_size}, " + ("steady state: pool kept, shapes met in a pass before" if pool
                                                        else "first call: own pool, shapes mostly new") + f" ({card})",
                             time.perf_counter() - start, count, "lines/s",
-                            f"python benchmarks/speed.py --gpu-lines {args.gpu_lines} --gpu-batch {args.gpu_batch}")
+                            f"python benchmarks/speed.py --gpu-lines {args.gpu_lines} --gpu-batch {','.join(map(str, batch_sizes))}")
     # The model (+ CTC decode) alone on prepared lines: what the GPU could do if the host kept up.
     arrays = [prepare_line(b, rec.model.config.input_height) for b in base[:2048]]
     arrays = sorted(arrays, key=lambda a: a.shape[1])
@@ -394,7 +394,8 @@ def main() -> None:
     ap.add_argument("--skip-pages", action="store_true")
     ap.add_argument("--skip-lines", action="store_true")
     ap.add_argument("--gpu-lines", type=int, default=50000)
-    ap.add_argument("--gpu-batch", default="1024", help="lines per GPU batch; a comma list tries each for the GPU line rows")
+    ap.add_argument("--gpu-batch", default=[1024], type=lambda text: [int(b) for b in text.split(",") if b],
+                    help="lines per GPU batch; a comma list tries each for the GPU line rows (the others use the first)")
     ap.add_argument("--gpu-workers", type=int, default=None, help="host decode / segmentation processes (default: cores - 1)")
     ap.add_argument("--gpu-page-repeat", type=int, default=10)
     ap.add_argument("--gpu-cli-copies", type=int, default=0, help="also time `recognize --device cuda` over this "

@@ -68,12 +68,12 @@ def kraken_model(book: str) -> Path | None:
     return found[0] if found else None
 
 
-GPU_RUN = ROOT / ".kraken" / "gpu_run"  # where the training call's train_summary.json and machine.txt were saved
+GPU_RUN = ROOT / ".kraken" / "gpu_run"  # default: where the training call's train_summary.json and machine.txt are
 
 
-def training(book: str) -> dict:
-    """What gpu_train.sh reported for this fold (GPU_RUN/train_summary.json), reduced to numbers."""
-    path = GPU_RUN / "train_summary.json"
+def training(book: str, gpu_run: Path = GPU_RUN) -> dict:
+    """What gpu_train.sh reported for this fold (gpu_run/train_summary.json), reduced to numbers."""
+    path = gpu_run / "train_summary.json"
     if not path.exists():
         return {}
     info = json.loads(path.read_text()).get(book, {})
@@ -136,7 +136,7 @@ def main() -> None:
     ap.add_argument("--same-run-speed", nargs="*", default=[], metavar="BOOK",
                     help="also time the engines back to back on 150 evenly spaced lines of these books")
     args = ap.parse_args()
-    globals()["GPU_RUN"] = Path(args.gpu_run)
+    gpu_run = Path(args.gpu_run)
     shared = shared_data_dir()
     if shared is None:
         raise SystemExit("needs the shared books (<shared>/data/ocr_gs_print); not found")
@@ -157,7 +157,7 @@ def main() -> None:
         else:
             rows.append({"engine": "ours v2 fold (book unseen)", "note": f"{fold.relative_to(ROOT)} not present"})
         km = kraken_model(book.name)
-        tr = training(book.name)
+        tr = training(book.name, gpu_run)
         trained = bool(tr.get("val_accuracy_per_epoch")) and max(tr["val_accuracy_per_epoch"]) >= MIN_VAL_ACC
         assumed = book.name in args.assume_trained and not trained  # the run's summary was lost: score it, say so
         trained = trained or assumed
@@ -223,7 +223,7 @@ def main() -> None:
             result["same_run_speed"].append(r)
             print(f"| {name} | {r['ours v1']:.1f} | {r.get('ours v2 fold', float('nan')):.1f} | {r.get('Kraken fold', float('nan')):.1f} | "
                   f"{r['Tesseract']:.1f} | {r['load_before']} / {r['load_after']} |")
-    gpu = GPU_RUN / "machine.txt"
+    gpu = gpu_run / "machine.txt"
     if gpu.exists():
         result["kraken_training_machine"] = gpu.read_text().strip().splitlines()
     result["load_average_end"] = _load()

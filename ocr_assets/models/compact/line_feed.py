@@ -325,6 +325,11 @@ class FeedBatch:
 PROBE_LINES = 2048  # lines per header task; inputs of fewer lines than this are probed in the main process
 
 
+def default_workers() -> int:
+    """Decode workers when a caller names none: every core but the one the consumer runs on."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 class FeedPool:
     """Decode workers and batch buffers kept across `LineFeed`s: a process that reads many calls (a service, a
     library read in parts) forks its workers and sizes (and, for a GPU, page-locks) its buffers once. Workers are
@@ -356,9 +361,7 @@ class FeedPool:
 
     def run(self, function, args_list: list[tuple]) -> list:
         """`function(*args)` for each, on the workers (in order) or here."""
-        if self.pool is None:
-            return [function(*args) for args in args_list]
-        return [r.get() for r in [self.pool.apply_async(function, args) for args in args_list]]
+        return [handle.get() for handle in [self.submit(function, args) for args in args_list]]
 
     def submit(self, function, args: tuple):
         """A handle with `.get()`: on a worker, or the result computed here."""

@@ -223,8 +223,9 @@ class CompactRecognizer(Recognizer):
         path (`device_prep.read_encoded`: decode workers, labels found on the device). `pool`: a
         `line_feed.FeedPool` kept across calls (its workers and page-locked buffers are reused)."""
         from ocr_assets.models.compact.device_prep import read_encoded
+        from ocr_assets.models.compact.line_feed import default_workers
 
-        workers = max(1, (os.cpu_count() or 2) - 1) if workers is None else workers
+        workers = default_workers() if workers is None else workers
         return read_encoded(self, blobs, batch_size=batch_size, workers=workers, pool=pool)
 
     def recognize(self, images: Sequence[Image.Image], batch_size: int = 32) -> list[Recognition]:
