@@ -355,7 +355,8 @@ def gpu_cli_rows(args, card: str, sets, cli: list[str], tmp: Path) -> None:
     if args.gpu_cli_profile:
         import pstats
 
-        pstats.Stats(str(args.gpu_cli_profile)).sort_stats("tottime").print_stats(30)
+        for key in ("tottime", "cumulative"):
+            pstats.Stats(str(args.gpu_cli_profile)).sort_stats(key).print_stats(35)
 
 
 # --- the table ---------------------------------------------------------------------------------------------

@@ -82,9 +82,22 @@ def main() -> None:
     fonts(out)
     real_lines(Path(args.shared), out)
     fullres_subset(Path(args.shared), out)
+    line_folder(out)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"{out}: {total / 2**20:.1f} MiB")
 
+
+def line_folder(out: Path) -> None:
+    """The 48 px shared lines again as a folder of PNG + .gt.txt files (`sd48/ocr_gs_print/<book>/`): what the GPU
+    speed benchmarks and `ocr-assets recognize` read on the device."""
+    for shard in sorted((out / "real").glob("*.parquet")):
+        dest = out / "sd48" / "ocr_gs_print" / shard.stem
+        dest.mkdir(parents=True, exist_ok=True)
+        table = pq.read_table(shard).to_pydict()
+        for line_id, text, image in zip(table["line_id"], table["text"], table["image"]):
+            stem = line_id.split("/", 1)[1]
+            (dest / f"{stem}.png").write_bytes(image)
+            (dest / f"{stem}.gt.txt").write_text(text + "\n", encoding="utf-8")
 
 
 def fullres_subset(shared: Path, out: Path, per_book: int = 150) -> None:
