@@ -339,8 +339,12 @@ def gpu_cli_rows(args, card: str, sets, cli: list[str], tmp: Path) -> None:
     n = len(lines) * args.gpu_cli_copies
     runs = [("", cli)]
     if args.gpu_cli_profile:
-        runs.append((" under cProfile", [sys.executable, "-m", "cProfile", "-o", str(args.gpu_cli_profile), "-m",
-                                         "ocr_assets.cli"]))
+        # `python -m cProfile` writes nothing: the CLI leaves through os._exit. main() under a profiler instead
+        # (imports not profiled).
+        snippet = ("import cProfile, sys\nfrom ocr_assets import cli\nsys.argv = ['ocr-assets', *sys.argv[2:]]\n"
+                   f"profile = cProfile.Profile()\ntry:\n    profile.runcall(cli.main)\n"
+                   f"finally:\n    profile.dump_stats({str(args.gpu_cli_profile)!r})\n")
+        runs.append((" under cProfile", [sys.executable, "-c", snippet, "x"]))
     for note, command in runs:
         cmd = [*command, "recognize", str(root), "--out", str(tmp / "cli.jsonl"), "--model", "default", "--device", "cuda"]
         start = time.perf_counter()

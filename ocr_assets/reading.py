@@ -69,11 +69,31 @@ def _open_or_error(path: Path) -> tuple[Path, Image.Image | None, str | None]:
     return (path, *_decoded_or_error(blob))
 
 
-def _bytes_or_error(path: Path) -> tuple[Path, bytes | None, str | None]:
-    try:
-        return path, path.read_bytes(), None
-    except OSError as exc:
-        return path, None, str(exc) or type(exc).__name__
+def _read_files(paths: list[str]) -> list[tuple[bytes | None, str | None]]:
+    """(bytes, None) or (None, why) per file: run by a `FeedPool` worker, so that the process driving the GPU
+    reads no file itself (its reader threads had cost it a GIL wait per file; see docs/NOTES.md)."""
+    out: list[tuple[bytes | None, str | None]] = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                out.append((f.read(), None))
+        except OSError as exc:
+            out.append((None, str(exc) or type(exc).__name__))
+    return out
+
+
+def _start_reading(feed_pool, chunk: list[Path], parts: int) -> Callable[[], list]:
+    """Read a chunk's files on the pool's workers in `parts` tasks; the returned call waits for them and gives
+    (path, bytes | None, error | None) per file, in order."""
+    step = max(1, -(-len(chunk) // max(1, parts)))
+    handles = [feed_pool.submit(_read_files, ([str(p) for p in chunk[lo : lo + step]],))
+               for lo in range(0, len(chunk), step)]
+
+    def wait() -> list:
+        got = [item for handle in handles for item in handle.get()]
+        return [(path, blob, err) for path, (blob, err) in zip(chunk, got)]
+
+    return wait
 
 
 CPU_BATCH, GPU_BATCH = 64, 1024  # recognize_dir's default lines per batch: the CPU readers, the GPU line path
@@ -92,8 +112,8 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
 
     Images are read `chunk_size` at a time so the recognizer can group similar widths into its batches; threads
     decode the next chunk (one per core; Pillow releases the GIL) while the recognizer reads the current one.
-    `gpu_stream` (default: `streams_on_gpu`): the batched GPU line path instead — threads read the next chunk's
-    bytes while worker processes (one `FeedPool` for the whole folder) decode the current one and the GPU reads it.
+    `gpu_stream` (default: `streams_on_gpu`): the batched GPU line path instead — one `FeedPool` for the whole
+    folder, whose worker processes read the next chunk's files while they decode the current one for the GPU.
     """
     from contextlib import ExitStack
 
@@ -103,31 +123,43 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
     chunk_size = chunk_size or (GPU_CHUNK if stream else CPU_CHUNK)
     start = time.perf_counter()
     chunks = [paths[offset : offset + chunk_size] for offset in range(0, len(paths), chunk_size)]
+    under = str(root) + os.sep
+
+    def name(path: Path) -> str:  # Path.relative_to costs ~10 us a row; slicing the string well under 1 us
+        text = str(path)
+        return text[len(under):].replace(os.sep, "/") if text.startswith(under) else path.relative_to(root).as_posix()
+
     with ExitStack() as stack:
         if stream:
             from ocr_assets.models.compact.line_feed import FeedPool, default_workers
 
             feed_pool = stack.enter_context(FeedPool(default_workers()))
-            # Two reader threads: file reads release the GIL, and more threads only contend for it with the main
-            # thread, which launches the GPU work (16,384 page-cached files: 0.45 s with 1-2 threads, 0.82 s with 8
-            # on 2 cores).
-            load, io_pool = _bytes_or_error, stack.enter_context(ThreadPoolExecutor(2))
+            feed_pool.start()
+            # The pool's workers also read the next chunk's files: reader threads here had made the thread that
+            # launches the GPU work wait for the GIL around every file (docs/NOTES.md, session 10).
+            parts = max(1, feed_pool.workers)
+
+            def load(chunk: list[Path]) -> Callable[[], list]:
+                return _start_reading(feed_pool, chunk, parts)
 
             def read(blobs: list) -> list:
                 return _read_streamed(recognizer, blobs, batch_size, feed_pool)
         else:
-            load, io_pool = _open_or_error, stack.enter_context(ThreadPoolExecutor(os.cpu_count() or 1))
+            io_pool = stack.enter_context(ThreadPoolExecutor(os.cpu_count() or 1))
+
+            def load(chunk: list[Path]) -> Callable[[], list]:
+                return _mapped(io_pool, chunk)
 
             def read(images: list) -> list:
                 return _recognize_safely(recognizer, images, batch_size)
 
-        pending = io_pool.map(load, chunks[0]) if chunks else iter(())
+        pending = load(chunks[0]) if chunks else list
         for k in range(len(chunks)):
-            loaded = list(pending)
-            pending = io_pool.map(load, chunks[k + 1]) if k + 1 < len(chunks) else iter(())
+            loaded = pending()
+            pending = load(chunks[k + 1]) if k + 1 < len(chunks) else list
             results = iter(read([item for _, item, _ in loaded if item is not None]))
             for path, item, err in loaded:
-                row = {"image": path.relative_to(root).as_posix()}
+                row = {"image": name(path)}
                 if item is None:
                     row.update(text="", confidence=0.0, error=err)
                 else:
@@ -138,6 +170,12 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
                 yield row
             if on_progress:
                 on_progress(Progress(min((k + 1) * chunk_size, len(paths)), len(paths), time.perf_counter() - start))
+
+
+def _mapped(io_pool: ThreadPoolExecutor, chunk: list[Path]) -> Callable[[], list]:
+    """`_open_or_error` of a chunk's files on reader threads (decoding overlaps the current chunk's reading)."""
+    results = io_pool.map(_open_or_error, chunk)
+    return lambda: list(results)
 
 
 def _read_streamed(recognizer, blobs: list[bytes], batch_size: int, feed_pool) -> list:
