@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import shutil
 import subprocess
 import sys
@@ -57,19 +58,41 @@ def real_lines(shared: Path, out: Path) -> None:
         print(book.name, len(rows["text"]))
 
 
-def fonts(out: Path) -> None:
-    from ocr_assets.synth.fonts import discover_fonts
+# Naskh text faces packaged on npm by Fontsource (OFL-1.1), fetched when the kit is built (never committed): their
+# Arabic subsets as WOFF. Two book faces this machine's Debian fonts lack.
+NPM_FACES = ("@fontsource/markazi-text@5.3.0", "@fontsource/mirza@5.3.0")
+
+
+def fonts(out: Path, npm_faces: bool = True) -> None:
+    import tarfile
+    import tempfile
+
+    from ocr_assets.synth.fonts import discover_fonts, inspect_font
 
     dest = out / "fonts"
     dest.mkdir(parents=True, exist_ok=True)
     for spec in discover_fonts():
         shutil.copy2(spec.path, dest / Path(spec.path).name)
+    if not npm_faces:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["npm", "pack", "--silent", *NPM_FACES], cwd=tmp, check=True, capture_output=True)
+        for tgz in sorted(Path(tmp).glob("*.tgz")):
+            with tarfile.open(tgz) as tar:
+                for member in tar.getmembers():
+                    name = Path(member.name).name
+                    if re.fullmatch(r"[a-z-]+-arabic-(400|700)-normal\.woff", name):
+                        (dest / name).write_bytes(tar.extractfile(member).read())
+                        if inspect_font(dest / name) is None:
+                            (dest / name).unlink()
+                            print("skipped (fails the font checks):", name)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--out", default=str(ROOT / ".gpu"))
+    ap.add_argument("--no-npm-faces", action="store_true", help="only the fonts this machine has")
     args = ap.parse_args()
     out = Path(args.out)
     (out / "lib").mkdir(parents=True, exist_ok=True)
@@ -79,7 +102,7 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
                     "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
                     "--platform", "manylinux2014_x86_64", "-d", str(out / "whl"), *WHEELS], check=True)
-    fonts(out)
+    fonts(out, npm_faces=not args.no_npm_faces)
     real_lines(Path(args.shared), out)
     fullres_subset(Path(args.shared), out)
     line_folder(out)

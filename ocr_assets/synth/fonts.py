@@ -18,7 +18,7 @@ from ocr_assets.errors import FontError
 
 ENV_FONT_DIRS = "OCR_ASSETS_FONT_DIRS"
 SYSTEM_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts")
-FONT_SUFFIXES = (".ttf", ".otf")
+FONT_SUFFIXES = (".ttf", ".otf", ".woff")  # WOFF 1: FreeType and fontTools read it as is (web font packages ship it)
 
 # What a font must draw: the Arabic letters, tashkeel and the space; the rest is checked per text.
 REQUIRED = frozenset([0x20, *range(0x0621, 0x063B), *range(0x0641, 0x064B), *range(0x064B, 0x0653)])
@@ -26,7 +26,7 @@ REQUIRED = frozenset([0x20, *range(0x0621, 0x063B), *range(0x0641, 0x064B), *ran
 # Book faces of classical editions (Naskh and its Traditional / Simplified relatives).
 _NASKH = re.compile(
     r"amiri|scheherazade|lateef|naskh|kacstbook|ae_(al)?hor|ae_furat|ae_kayrawan|ae_tholoth|ae_dimnah"
-    r"|ae_cortoba|ae_ostorah|ae_rasheeq|traditional",
+    r"|ae_cortoba|ae_ostorah|ae_rasheeq|traditional|markazi|mirza",
     re.IGNORECASE,
 )
 # Faces no classical book is set in, or that draw Arabic only as an afterthought.
