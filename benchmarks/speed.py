@@ -356,6 +356,23 @@ def gpu_cli_rows(args, card: str, sets, cli: list[str], tmp: Path) -> None:
         row("GPU lines", f"ours, `recognize --device cuda`, whole process{note}, {n} PNG files ({label} x "
             f"{args.gpu_cli_copies}) ({card})", seconds, n, "lines/s",
             shlex.join(cmd).replace(str(tmp), "TMP"), progress=" | ".join(progress[-5:]))
+    if args.gpu_dir_chunks:
+        # The library call under the CLI with the model already loaded: `recognize_dir` over the same folder, per
+        # chunk size ("auto": `reading.gpu_chunk_size`); each call forks its own pool. The first run also builds the
+        # process's cuDNN plans, so "auto" runs first and last.
+        from ocr_assets.models.resolve import load_recognizer
+        from ocr_assets.reading import find_images, gpu_chunk_size, recognize_dir
+
+        rec = load_recognizer("default", device="cuda")
+        paths = find_images(root)
+        sizes = ["auto", *args.gpu_dir_chunks.split(","), "auto"]
+        for k, size in enumerate(sizes):
+            chunk = gpu_chunk_size(paths) if size == "auto" else int(size)
+            start = time.perf_counter()
+            rows = sum(1 for _ in recognize_dir(rec, root, chunk_size=chunk, paths=paths))
+            row("GPU lines", f"ours, `reading.recognize_dir` in-process (model loaded{', first in the process' if k == 0 else ''}), "
+                f"{n} PNG files, chunks of {chunk} ({size}) ({card})", time.perf_counter() - start, rows, "lines/s",
+                f"python benchmarks/speed.py --gpu-cli-copies {args.gpu_cli_copies} --gpu-dir-chunks {args.gpu_dir_chunks}")
     if args.gpu_cli_profile:
         import pstats
 
@@ -408,6 +425,8 @@ def main() -> None:
                     "--cli 'python -m ocr_assets.cli')")
     ap.add_argument("--gpu-cli-profile", type=Path, default=None, help="with --gpu-cli-copies: run it again under "
                     "cProfile, write the profile here and print its top functions")
+    ap.add_argument("--gpu-dir-chunks", default="", help="with --gpu-cli-copies: also time `reading.recognize_dir` "
+                    "in-process over that folder with these chunk sizes (comma list; 'auto' runs first and last)")
     ap.add_argument("--gpu-jpeg", action="store_true", help="also the same lines as JPEG (nvJPEG when torchvision is there)")
     ap.add_argument("--line-dirs", default=None, help="comma list of folders of */*.png lines for the GPU and host-feed "
                     "rows (default: the shared ocr_gs_print)")

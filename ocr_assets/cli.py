@@ -161,14 +161,16 @@ def cmd_recognize(args) -> int:
 
     root = _folder(args.images_dir, "IMAGES_DIR")
     start = time.perf_counter()
-    if not find_images(root):
+    paths = find_images(root)
+    if not paths:
         Path(args.out).write_text("", encoding="utf-8")
         _summary("recognize", 0, 0, time.perf_counter() - start, args.out)
         return _fail(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}", 1)
     recognizer, _ = _recognizer(args)
     total = failed = 0
     with open(args.out, "w", encoding="utf-8") as out:
-        for row in recognize_dir(recognizer, root, batch_size=args.batch_size, on_progress=_progress("recognize")):
+        for row in recognize_dir(recognizer, root, batch_size=args.batch_size, on_progress=_progress("recognize"),
+                                 paths=paths):
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             total += 1
             failed += bool(row.get("error"))

@@ -20,7 +20,24 @@ logger = logging.getLogger(__name__)
 
 
 def find_images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """Image files under `root` (recursively; symbolic links to folders not followed), in path order (`Path`
+    order, by parts): a depth-first `os.scandir` walk with each folder's entries sorted by name yields that order
+    without comparing paths (`sorted(root.rglob(...))` took 3.3 s over 52,960 files on a GPU host)."""
+    found: list[Path] = []
+
+    def walk(folder: str) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                walk(entry.path)
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
+                found.append(Path(entry.path))
+
+    walk(str(root))
+    return found
 
 
 def _decoded_or_error(blob: bytes) -> tuple[Image.Image | None, str | None]:
@@ -97,7 +114,23 @@ def _start_reading(feed_pool, chunk: list[Path], parts: int) -> Callable[[], lis
 
 
 CPU_BATCH, GPU_BATCH = 64, 1024  # recognize_dir's default lines per batch: the CPU readers, the GPU line path
-CPU_CHUNK, GPU_CHUNK = 1024, 16384  # files per chunk (a GPU chunk is one call of the batched line path)
+CPU_CHUNK = 1024  # files per chunk on the CPU path
+# A GPU chunk is one call of the batched line path: each pays a pipeline fill and drain, so chunks are as large
+# as memory allows — GPU_CHUNK_BYTES of encoded images (held twice: read ahead, and copied for the workers),
+# between GPU_CHUNK_MIN and GPU_CHUNK_MAX files, judged from the sizes of the first files.
+GPU_CHUNK_MIN, GPU_CHUNK_MAX, GPU_CHUNK_BYTES = 4096, 65536, 256 << 20
+
+
+def gpu_chunk_size(paths: list[Path], sample: int = 256) -> int:
+    """Files per GPU chunk for these images (their mean size over the first `sample`)."""
+    sizes = []
+    for path in paths[:sample]:
+        try:
+            sizes.append(path.stat().st_size)
+        except OSError:
+            pass
+    mean = max(1.0, sum(sizes) / len(sizes)) if sizes else 1.0
+    return int(min(GPU_CHUNK_MAX, max(GPU_CHUNK_MIN, GPU_CHUNK_BYTES // mean)))
 
 
 def streams_on_gpu(recognizer: Recognizer) -> bool:
@@ -106,21 +139,23 @@ def streams_on_gpu(recognizer: Recognizer) -> bool:
 
 
 def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = None, chunk_size: int | None = None,
-                  on_progress: Callable[[Progress], None] | None = None, gpu_stream: bool | None = None
-                  ) -> Iterator[dict]:
+                  on_progress: Callable[[Progress], None] | None = None, gpu_stream: bool | None = None,
+                  paths: list[Path] | None = None) -> Iterator[dict]:
     """One row per image found recursively, in path order; an unreadable image gives a row with `error`, not a crash.
 
     Images are read `chunk_size` at a time so the recognizer can group similar widths into its batches; threads
     decode the next chunk (one per core; Pillow releases the GIL) while the recognizer reads the current one.
     `gpu_stream` (default: `streams_on_gpu`): the batched GPU line path instead — one `FeedPool` for the whole
     folder, whose worker processes read the next chunk's files while they decode the current one for the GPU.
+    `paths`: the images under `root` when the caller has found them already (`find_images`), so that a folder is
+    walked once.
     """
     from contextlib import ExitStack
 
-    paths = find_images(root)
+    paths = find_images(root) if paths is None else paths
     stream = streams_on_gpu(recognizer) if gpu_stream is None else gpu_stream
     batch_size = batch_size or (GPU_BATCH if stream else CPU_BATCH)
-    chunk_size = chunk_size or (GPU_CHUNK if stream else CPU_CHUNK)
+    chunk_size = chunk_size or (gpu_chunk_size(paths) if stream else CPU_CHUNK)
     start = time.perf_counter()
     chunks = [paths[offset : offset + chunk_size] for offset in range(0, len(paths), chunk_size)]
     under = str(root) + os.sep

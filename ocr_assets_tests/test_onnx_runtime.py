@@ -536,6 +536,39 @@ def test_recognize_dir_through_the_gpu_line_path_writes_the_same_rows(book_lines
     assert [bool(r.get("error")) for r in fallback] == [r["image"] == "b/broken.png" for r in fallback]
 
 
+def test_find_images_walks_once_in_path_order_like_rglob(tmp_path):
+    """The scandir walk lists what `sorted(root.rglob("*"))` filtered to image files listed — same files, same
+    order (by path parts: "a/x" before "a-c/x", which a plain string sort reverses), upper-case suffixes, links to
+    files kept, broken links, other files and linked folders left out — also for a relative root."""
+
+    from ocr_assets.reading import find_images
+
+    root = tmp_path / "scans"
+    for name in ["a/x.png", "a-c/x.png", "a/b/y.TIF", "a.png", "z/q.jpeg", "z/notes.txt", "z/img.png.bak", "B/k.jpg"]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    (root / "z" / "link.png").symlink_to(root / "a.png")
+    (root / "z" / "dead.png").symlink_to(root / "missing.png")
+    (root / "linked").symlink_to(root / "a", target_is_directory=True)
+
+    def reference(folder):
+        from ocr_assets.data.gt_folder import IMAGE_EXTENSIONS
+
+        return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+    found = find_images(root)
+    assert found == reference(root)
+    assert [p.relative_to(root).as_posix() for p in found] == [
+        "B/k.jpg", "a/b/y.TIF", "a/x.png", "a-c/x.png", "a.png", "z/link.png", "z/q.jpeg"]
+    here = os.getcwd()
+    try:
+        os.chdir(root)
+        assert find_images(Path(".")) == reference(Path(".")) and find_images(Path("a")) == [Path("a/b/y.TIF"), Path("a/x.png")]
+    finally:
+        os.chdir(here)
+    assert find_images(tmp_path / "nowhere") == []
+
+
 def test_load_recognizer_takes_the_runtime_and_refuses_it_for_other_backends(tmp_path):
     from ocr_assets.errors import ConfigError
     from ocr_assets.models.resolve import load_recognizer
