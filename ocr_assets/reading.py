@@ -86,33 +86,6 @@ def _open_or_error(path: Path) -> tuple[Path, Image.Image | None, str | None]:
     return (path, *_decoded_or_error(blob))
 
 
-def _read_files(paths: list[str]) -> list[tuple[bytes | None, str | None]]:
-    """(bytes, None) or (None, why) per file: run by a `FeedPool` worker, so that the process driving the GPU
-    reads no file itself (its reader threads had cost it a GIL wait per file; see docs/NOTES.md)."""
-    out: list[tuple[bytes | None, str | None]] = []
-    for path in paths:
-        try:
-            with open(path, "rb") as f:
-                out.append((f.read(), None))
-        except OSError as exc:
-            out.append((None, str(exc) or type(exc).__name__))
-    return out
-
-
-def _start_reading(feed_pool, chunk: list[Path], parts: int) -> Callable[[], list]:
-    """Read a chunk's files on the pool's workers in `parts` tasks; the returned call waits for them and gives
-    (path, bytes | None, error | None) per file, in order."""
-    step = max(1, -(-len(chunk) // max(1, parts)))
-    handles = [feed_pool.submit(_read_files, ([str(p) for p in chunk[lo : lo + step]],))
-               for lo in range(0, len(chunk), step)]
-
-    def wait() -> list:
-        got = [item for handle in handles for item in handle.get()]
-        return [(path, blob, err) for path, (blob, err) in zip(chunk, got)]
-
-    return wait
-
-
 CPU_BATCH, GPU_BATCH = 64, 1024  # recognize_dir's default lines per batch: the CPU readers, the GPU line path
 CPU_CHUNK = 1024  # files per chunk on the CPU path
 # A GPU chunk is one call of the batched line path: each pays a pipeline fill and drain, so chunks are as large
@@ -166,33 +139,34 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
 
     with ExitStack() as stack:
         if stream:
-            from ocr_assets.models.compact.line_feed import FeedPool, default_workers
+            from ocr_assets.models.compact.line_feed import EncodedFiles, FeedPool, default_workers
 
             feed_pool = stack.enter_context(FeedPool(default_workers()))
-            feed_pool.start()
-            # The pool's workers also read the next chunk's files: reader threads here had made the thread that
-            # launches the GPU work wait for the GIL around every file (docs/NOTES.md, session 10).
-            parts = max(1, feed_pool.workers)
 
-            def load(chunk: list[Path]) -> Callable[[], list]:
-                return _start_reading(feed_pool, chunk, parts)
+            # The pool's workers read the files straight into the feed's shared copy: reader threads here had
+            # made the thread that drives the GPU wait for the GIL around every file, and bytes sent back from
+            # worker processes cost it ~30 us a file (docs/NOTES.md, session 10). Unreadable files come back as
+            # the feed's error rows.
+            def load(chunk: list[Path]) -> Callable[[], tuple[list, object]]:
+                files = EncodedFiles(chunk)
+                return lambda: ([(path, True, None) for path in chunk], files)
 
-            def read(blobs: list) -> list:
-                return _read_streamed(recognizer, blobs, batch_size, feed_pool)
+            def read(files) -> list:
+                return _read_streamed(recognizer, files, batch_size, feed_pool)
         else:
             io_pool = stack.enter_context(ThreadPoolExecutor(os.cpu_count() or 1))
 
-            def load(chunk: list[Path]) -> Callable[[], list]:
+            def load(chunk: list[Path]) -> Callable[[], tuple[list, object]]:
                 return _mapped(io_pool, chunk)
 
             def read(images: list) -> list:
                 return _recognize_safely(recognizer, images, batch_size)
 
-        pending = load(chunks[0]) if chunks else list
+        pending = load(chunks[0]) if chunks else None
         for k in range(len(chunks)):
-            loaded = pending()
-            pending = load(chunks[k + 1]) if k + 1 < len(chunks) else list
-            results = iter(read([item for _, item, _ in loaded if item is not None]))
+            loaded, payload = pending()
+            pending = load(chunks[k + 1]) if k + 1 < len(chunks) else None
+            results = iter(read(payload))
             for path, item, err in loaded:
                 row = {"image": name(path)}
                 if item is None:
@@ -207,24 +181,31 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
                 on_progress(Progress(min((k + 1) * chunk_size, len(paths)), len(paths), time.perf_counter() - start))
 
 
-def _mapped(io_pool: ThreadPoolExecutor, chunk: list[Path]) -> Callable[[], list]:
-    """`_open_or_error` of a chunk's files on reader threads (decoding overlaps the current chunk's reading)."""
+def _mapped(io_pool: ThreadPoolExecutor, chunk: list[Path]) -> Callable[[], tuple[list, list]]:
+    """`_open_or_error` of a chunk's files on reader threads (decoding overlaps the current chunk's reading); the
+    wait gives (path, image | None, error | None) per file and the images to read."""
     results = io_pool.map(_open_or_error, chunk)
-    return lambda: list(results)
+
+    def wait() -> tuple[list, list]:
+        loaded = list(results)
+        return loaded, [image for _, image, _ in loaded if image is not None]
+
+    return wait
 
 
-def _read_streamed(recognizer, blobs: list[bytes], batch_size: int, feed_pool) -> list:
-    """The batched GPU line path's readings of encoded images, in their order; if a call fails (e.g. out of GPU
-    memory on a wide batch), the per-chunk path's instead: the guarded decoder, then `_recognize_safely`."""
+def _read_streamed(recognizer, files, batch_size: int, feed_pool) -> list:
+    """The batched GPU line path's readings of `files` (a `line_feed.EncodedFiles`), in their order; if a call fails
+    (e.g. out of GPU memory on a wide batch), the per-chunk path's instead: the guarded decoder, then
+    `_recognize_safely`."""
     from ocr_assets.models.base import Recognition
 
     try:
-        got = dict(recognizer.recognize_encoded(blobs, batch_size=batch_size, pool=feed_pool))
-        return [got[i] for i in range(len(blobs))]
+        got = dict(recognizer.recognize_encoded(files, batch_size=batch_size, pool=feed_pool))
+        return [got[i] for i in range(len(files))]
     except Exception as exc:  # noqa: BLE001 - this chunk the other way, no row lost
         logger.warning("batched GPU read of %d files failed (%s: %s); reading them image by image",
-                       len(blobs), type(exc).__name__, exc)
-    opened = [_decoded_or_error(blob) for blob in blobs]
+                       len(files), type(exc).__name__, exc)
+    opened = [_decoded_or_error(blob) if err is None else (None, err) for blob, err in map(files.read, range(len(files)))]
     results = iter(_recognize_safely(recognizer, [im for im, _ in opened if im is not None], min(batch_size, CPU_BATCH)))
     return [next(results) if im is not None else Recognition(text="", confidence=0.0, error=err) for im, err in opened]
 

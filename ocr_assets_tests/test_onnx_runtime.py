@@ -497,13 +497,57 @@ def test_without_memfds_the_feed_decodes_in_its_own_process(book_lines, monkeypa
             feed.release(batch.slot)
 
 
+def test_a_feed_of_files_reads_them_in_its_workers_as_a_feed_of_their_bytes(book_lines, tmp_path, monkeypatch):
+    """`EncodedFiles`: the workers read the files into the feed's shared copy (no bytes through this process) —
+    the same pixels and the same errors as the same bytes given in memory; a file gone since it was listed and
+    one that grew say so as their line's error."""
+    from ocr_assets.models.compact import line_feed
+    from ocr_assets.models.compact.line_feed import EncodedFiles, LineFeed
+
+    monkeypatch.setattr(line_feed, "PROBE_LINES", 4)  # headers and files read by the workers in parts
+    blobs = [b for im, _ in book_lines[:6] for b in _encodings(im)] + [b"not an image"]
+    paths = [tmp_path / f"l{i:02d}.img" for i in range(len(blobs))]
+    for path, blob in zip(paths, blobs):
+        path.write_bytes(blob)
+    gone, grew = tmp_path / "gone.png", tmp_path / "grew.png"
+    gone.write_bytes(blobs[0])
+    grew.write_bytes(blobs[1])
+    files = EncodedFiles(paths + [gone, grew])  # sizes taken now
+    gone.unlink()
+    grew.write_bytes(blobs[1] + b"more")
+
+    def run(source, workers):
+        seen, errors = {}, {}
+        with LineFeed(source, 48, batch_size=5, workers=workers, slots=3, task_lines=3) as feed:
+            errors.update(feed.errors)
+            for batch in feed:
+                errors.update(batch.errors)
+                for k, i in enumerate(batch.indices.tolist()):
+                    h, w, off = int(batch.heights[k]), int(batch.widths[k]), int(batch.offsets[k])
+                    seen[i] = batch.pixels[off : off + h * w].reshape(h, w).copy()
+                feed.release(batch.slot)
+        return seen, errors
+
+    expected, expected_errors = run(blobs, 0)
+    n = len(blobs)
+    assert sorted(expected) == list(range(n - 1)) and list(expected_errors) == [n - 1]
+    for workers in (0, 2):
+        seen, errors = run(files, workers)
+        assert sorted(seen) == sorted(expected), workers
+        assert all(np.array_equal(seen[i], expected[i]) for i in expected), workers
+        assert sorted(errors) == [n - 1, n, n + 1] and errors[n - 1] == expected_errors[n - 1]
+        assert "No such file" in errors[n] and "changed while being read" in errors[n + 1], errors
+    assert files[0] == blobs[0] and files.read(0) == (blobs[0], None)
+    assert files.read(n)[0] is None and "No such file" in files.read(n)[1]
+
+
 def test_recognize_dir_through_the_gpu_line_path_writes_the_same_rows(book_lines, tmp_path):
     """`recognize_dir` on the batched GPU line path (forced here on the CPU; on CUDA it is the default): the same
     rows in the same order as the per-chunk path — texts, confidences, an error row for a broken file — over
     several chunks sharing one decode pool, and a book's conventions applied on that path too."""
     from ocr_assets.models.compact.recognizer import CompactRecognizer
     from ocr_assets.models.conventions import Conventions, with_conventions
-    from ocr_assets.reading import recognize_dir, streams_on_gpu
+    from ocr_assets.reading import find_images, recognize_dir, streams_on_gpu
 
     for k, (image, _) in enumerate(book_lines[30:41]):
         folder = tmp_path / "lines" / ("a" if k % 2 else "b")
@@ -534,6 +578,15 @@ def test_recognize_dir_through_the_gpu_line_path_writes_the_same_rows(book_lines
     fallback = list(recognize_dir(reader, tmp_path / "lines", batch_size=4, chunk_size=5, gpu_stream=True))
     assert [r["text"] for r in fallback] == raw
     assert [bool(r.get("error")) for r in fallback] == [r["image"] == "b/broken.png" for r in fallback]
+    del reader.recognize_encoded
+    # A file listed and then removed before it is read: an error row on both paths, the others read.
+    paths = find_images(tmp_path / "lines")
+    paths[3].unlink()
+    for stream in (False, True):
+        rows = list(recognize_dir(reader, tmp_path / "lines", batch_size=4, chunk_size=5, gpu_stream=stream, paths=paths))
+        assert [r["image"] for r in rows] == [r["image"] for r in plain]
+        assert "No such file" in rows[3]["error"] and [r["text"] for k, r in enumerate(rows) if k != 3] == [
+            t for k, t in enumerate(raw) if k != 3]
 
 
 def test_find_images_walks_once_in_path_order_like_rglob(tmp_path):

@@ -19,6 +19,7 @@ they started through /proc/<pid>/fd (Linux; elsewhere the feed decodes in its ow
 
 from __future__ import annotations
 
+import collections.abc
 import io
 import mmap
 import multiprocessing
@@ -304,6 +305,58 @@ def _decode_task(feed: int, blob_key, slot_key, indices: np.ndarray, starts: np.
 # --- the feed (main process) --------------------------------------------------------------------------------
 
 
+class EncodedFiles(collections.abc.Sequence):
+    """Encoded line images named by file path: a `LineFeed` given these has its workers read the files straight
+    into its shared copy, so no image's bytes pass through the consuming process (whose Python time bounds a GPU
+    reader). `sizes`: bytes per file (default: stat now; -1 = could not stat, read again by the worker for its
+    error). Indexing reads a file (OSError when it cannot); `read(i)` gives (bytes, None) or (None, why)."""
+
+    def __init__(self, paths: Sequence, sizes: Sequence[int] | None = None):
+        self.paths = [os.fspath(p) for p in paths]
+        self.sizes = np.asarray([_file_size(p) for p in self.paths] if sizes is None else sizes, dtype=np.int64)
+        if len(self.sizes) != len(self.paths):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.sizes)} sizes")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return EncodedFiles(self.paths[i], self.sizes[i])
+        with open(self.paths[i], "rb") as f:
+            return f.read()
+
+    def read(self, i: int) -> tuple[bytes | None, str | None]:
+        try:
+            return self[i], None
+        except OSError as exc:
+            return None, str(exc) or type(exc).__name__
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
+
+
+def _read_task(feed: int, store_key, paths: list[str], starts: np.ndarray, sizes: np.ndarray) -> list[tuple[int, str]]:
+    """Read files into the store at `starts` (`sizes` bytes each, from a stat before); [(position, why)] of those
+    that could not be read whole."""
+    store = memoryview(_buffer(store_key, feed))
+    errors = []
+    for k, (path, a, size) in enumerate(zip(paths, starts.tolist(), sizes.tolist())):
+        try:
+            with open(path, "rb") as f:
+                got = f.readinto(store[a : a + max(size, 0)]) if size > 0 else 0
+                if size < 0 or got != size or f.read(1):
+                    errors.append((k, f"{path}: changed while being read ({size} bytes at listing, "
+                                      f"{got} read{' and more' if size >= 0 and got == size else ''})"))
+        except OSError as exc:
+            errors.append((k, str(exc) or type(exc).__name__))
+    return errors
+
+
 @dataclass
 class FeedBatch:
     """One batch, decoded: lines `indices` (into the blobs) with their decoded sizes, host lines' pixels at
@@ -449,13 +502,21 @@ class LineFeed:
         self.workers = self.feed_pool.workers
         self.errors: list[tuple[int, str]] = []
         n = len(blobs)
-        lengths = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=n)
+        files = isinstance(blobs, EncodedFiles)
+        lengths = np.maximum(blobs.sizes, 0) if files else np.fromiter((len(b) for b in blobs), dtype=np.int64, count=n)
         self.ends = np.cumsum(lengths)
         self.starts = self.ends - lengths
-        self.store = SharedBuffer(int(self.ends[-1]) if n else 1)
-        for blob, a, b in zip(blobs, self.starts.tolist(), self.ends.tolist()):
-            self.store.map[a:b] = blob
+        self.store = SharedBuffer(int(self.ends[-1]) if n and self.ends[-1] else 1)
+        if files:
+            unread = dict(self._read_all(blobs))
+        else:
+            unread = {}
+            for blob, a, b in zip(blobs, self.starts.tolist(), self.ends.tolist()):
+                self.store.map[a:b] = blob
         headers = self._probe_all(n)
+        if unread:  # a file that could not be read says so, not that its zero bytes are no image
+            headers[list(unread)] = -1
+            self.errors = sorted([(i, m) for i, m in self.errors if i not in unread] + list(unread.items()))
         self.w, self.h = headers[:, 0].copy(), headers[:, 1].copy()
         self.kinds = headers[:, 2].astype(np.int8)
         good = np.flatnonzero(self.kinds >= 0).tolist()
@@ -478,6 +539,17 @@ class LineFeed:
         self.shared = self.feed_pool.buffers(max(1, min(slots, len(self.batches) or 1)), self.slot_bytes)
         self.views = [b.view for b in self.shared]
         self.free = list(range(len(self.shared)))
+
+    def _read_all(self, files: EncodedFiles) -> list[tuple[int, str]]:
+        """Files into the store, on the workers (in parallel when there are many); [(line, why)] unread."""
+        n = len(files)
+        if n >= 2 * PROBE_LINES:
+            self.feed_pool.start()
+        chunk = PROBE_LINES if self.feed_pool.pool is not None else max(1, n)
+        parts = self.feed_pool.run(_read_task, [(self.feed_id, self.store.key, files.paths[lo : lo + chunk],
+                                                 self.starts[lo : lo + chunk], files.sizes[lo : lo + chunk])
+                                                for lo in range(0, n, chunk)])
+        return [(lo + k, message) for lo, errors in zip(range(0, n, chunk), parts) for k, message in errors]
 
     def _probe_all(self, n: int) -> np.ndarray:
         """(n, 3) width, height, kind per line (kind -1: failed, its message in `errors`)."""
@@ -519,6 +591,10 @@ class LineFeed:
         if self.store is not None:
             self.store.close()
         self.views = []
+
+    def _bytes(self, i: int) -> bytes:
+        """Line i's encoded bytes (from the shared copy: also for lines given as files)."""
+        return self.store.map[int(self.starts[i]) : int(self.ends[i])]
 
     def release(self, slot: int) -> None:
         self.free.append(slot)
@@ -570,7 +646,7 @@ class LineFeed:
                 heights[part], widths[part] = shapes[:, 0], shapes[:, 1]
                 failed[part] = shapes[:, 0] == 0
             keep = ~failed
-            device = [(int(k), self.blobs[batch[k]]) for k in np.flatnonzero(keep & ~host)]
+            device = [(int(k), self._bytes(int(batch[k]))) for k in np.flatnonzero(keep & ~host)]
             yield FeedBatch(slot, batch[keep], heights[keep], widths[keep], offsets[keep],
                             self.views[slot][:host_bytes], host_bytes,
                             [(int(np.count_nonzero(keep[:k])), blob) for k, blob in device], errors, width)
