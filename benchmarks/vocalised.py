@@ -4,6 +4,12 @@ The font (ocr_assets.training.pretrain.HELDOUT_FONTS, Scheherazade) never appear
 here with a seed the pretraining never used. Ours (the shipped model, CPU) beside Tesseract --psm 13, same files.
 
     .venv/bin/python benchmarks/vocalised.py [--lines 200] [--model NAME=DIR ...] [--faces Scheherazade,Amiri,...]
+        [--text quran|arramooz]
+
+`--text arramooz`: a text source held out of all training — lines of 6-10 fully vocalised words drawn from the
+Arramooz Arabic dictionary (nouns and verbs as the dictionary vowels them; GPL; `pip install arramooz-pysqlite`,
+read from the installed package at run time, nothing of it in this repository). Dictionary words in random order:
+no sentence context, other vocabulary and forms than the Qurʾān text the model trained on.
 """
 
 from __future__ import annotations
@@ -35,6 +41,48 @@ def render_face(fonts, lines: int, seed: int, folder: Path) -> tuple[list[Path],
     return paths, refs
 
 
+def arramooz_words() -> tuple[list[str], list[str]]:
+    """(nouns, verbs) as vocalised in the installed arramooz-pysqlite package's dictionary."""
+    import importlib.util
+    import sqlite3
+
+    spec = importlib.util.find_spec("arramooz")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("--text arramooz needs the Arramooz dictionary: .venv/bin/pip install arramooz-pysqlite")
+    db = Path(list(spec.submodule_search_locations)[0]) / "data" / "arabicdictionary.sqlite"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        nouns = [r[0] for r in con.execute("select vocalized from nouns where vocalized != ''")]
+        verbs = [r[0] for r in con.execute("select vocalized from verbs where vocalized != ''")]
+    return nouns, verbs
+
+
+def render_heldout_text(fonts, lines: int, seed: int, folder: Path) -> tuple[list[Path], list[str]]:
+    """Lines of the held-out text source (Arramooz words, 70 % nouns), drawn like the synthetic lines."""
+    import random
+
+    from ocr_assets.synth.lines import render_line
+
+    nouns, verbs = arramooz_words()
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def sample(rng: random.Random) -> str:
+        return " ".join(rng.choice(nouns) if rng.random() < 0.7 else rng.choice(verbs) for _ in range(rng.randint(6, 10)))
+
+    paths, refs, attempt = [], [], 0
+    while len(paths) < lines:
+        rng = random.Random(f"vocalised-heldout-text:{seed}:{attempt}")
+        attempt += 1
+        text = sample(rng)
+        covering = [f for f in fonts if f.covers(text)]
+        if not covering:  # a word with a letter the face lacks: draw another line
+            continue
+        image = render_line(text, rng.choice(covering), rng, neighbours=(sample(rng), sample(rng)))
+        paths.append(folder / f"{len(paths):05d}.png")
+        image.save(paths[-1])
+        refs.append(text)
+    return paths, refs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=200, help="lines per face")
@@ -44,6 +92,8 @@ def main() -> None:
     ap.add_argument("--faces", default=",".join(HELDOUT_FONTS[:1]),
                     help="comma-separated font families or names, one table row each (default: the held-out face)")
     ap.add_argument("--skip-tesseract", action="store_true")
+    ap.add_argument("--text", choices=("quran", "arramooz"), default="quran",
+                    help="quran: the training text source (an unseen seed); arramooz: a text source held out of all training")
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in (args.model or ["ours (shipped compact)=default"]))
     installed = discover_fonts()
@@ -56,7 +106,8 @@ def main() -> None:
             if not fonts:
                 raise SystemExit(f"font {face!r} is not installed (Debian: fonts-sil-scheherazade, fonts-hosny-amiri, "
                                  "fonts-noto-core, fonts-sil-lateef)")
-            paths, refs = render_face(fonts, args.lines, args.seed, Path(tmp) / face.replace(" ", "_"))
+            render = render_heldout_text if args.text == "arramooz" else render_face
+            paths, refs = render(fonts, args.lines, args.seed, Path(tmp) / face.replace(" ", "_"))
             role = "held out of all training" if all(f.name in held_out for f in fonts) else "in the training fonts"
             faces.append((face, role, paths, refs))
         for name, model in models.items():
@@ -68,8 +119,10 @@ def main() -> None:
             for face, role, paths, refs in faces:
                 tess, _ = tesseract_many(paths, psm=13)
                 rows.append((face, role, f"Tesseract ara ({tesseract_version()} --psm 13)", metrics.score(refs, tess)))
-    print(f"Vocalised lines (every letter vowelled), {args.lines} lines per face, seed {args.seed}; the text is the "
-          "synthetic line sampler's (the training text source)\n")
+    source = ("Arramooz dictionary words (a text source held out of all training)" if args.text == "arramooz"
+              else "the synthetic line sampler's (the training text source)")
+    print(f"Vocalised lines (every letter vowelled), {args.lines} lines per face, seed {args.seed}; the text is "
+          f"{source}\n")
     print("| face | face in training? | system | CER (tashkeel kept) | CER_norm | WER |")
     print("|---|---|---|---|---|---|")
     for face, role, name, s in sorted(rows, key=lambda r: (r[0], r[2])):
