@@ -342,8 +342,8 @@ def gpu_cli_rows(args, card: str, sets, cli: list[str], tmp: Path) -> None:
         # `python -m cProfile` writes nothing: the CLI leaves through os._exit. main() under a profiler instead
         # (imports not profiled).
         snippet = ("import cProfile, sys\nfrom ocr_assets import cli\nsys.argv = ['ocr-assets', *sys.argv[2:]]\n"
-                   f"profile = cProfile.Profile()\ntry:\n    profile.runcall(cli.main)\n"
-                   f"finally:\n    profile.dump_stats({str(args.gpu_cli_profile)!r})\n")
+                   "profile, code = cProfile.Profile(), 1\ntry:\n    code = profile.runcall(cli.main)\n"
+                   f"finally:\n    profile.dump_stats({str(args.gpu_cli_profile)!r})\nsys.exit(code)\n")
         runs.append((" under cProfile", [sys.executable, "-c", snippet, "x"]))
     for note, command in runs:
         cmd = [*command, "recognize", str(root), "--out", str(tmp / "cli.jsonl"), "--model", "default", "--device", "cuda"]
@@ -358,20 +358,21 @@ def gpu_cli_rows(args, card: str, sets, cli: list[str], tmp: Path) -> None:
             shlex.join(cmd).replace(str(tmp), "TMP"), progress=" | ".join(progress[-5:]))
     if args.gpu_dir_chunks:
         # The library call under the CLI with the model already loaded: `recognize_dir` over the same folder, per
-        # chunk size ("auto": `reading.gpu_chunk_size`); each call forks its own pool. The first run also builds the
-        # process's cuDNN plans, so "auto" runs first and last.
+        # chunk size ("auto": `reading.gpu_chunks`, cut by bytes); each call forks its own pool. The first run also
+        # builds the process's cuDNN plans, so "auto" runs first and last.
         from ocr_assets.models.resolve import load_recognizer
-        from ocr_assets.reading import find_images, gpu_chunk_size, recognize_dir
+        from ocr_assets.reading import find_images, gpu_chunks, recognize_dir
 
         rec = load_recognizer("default", device="cuda")
         paths = find_images(root)
         sizes = ["auto", *args.gpu_dir_chunks.split(","), "auto"]
         for k, size in enumerate(sizes):
-            chunk = gpu_chunk_size(paths) if size == "auto" else int(size)
+            chunk = None if size == "auto" else int(size)
+            what = f"{len(gpu_chunks(paths))} chunk(s) cut by bytes" if chunk is None else f"chunks of {chunk} files"
             start = time.perf_counter()
             rows = sum(1 for _ in recognize_dir(rec, root, chunk_size=chunk, paths=paths))
             row("GPU lines", f"ours, `reading.recognize_dir` in-process (model loaded{', first in the process' if k == 0 else ''}), "
-                f"{n} PNG files, chunks of {chunk} ({size}) ({card})", time.perf_counter() - start, rows, "lines/s",
+                f"{n} PNG files, {what} ({card})", time.perf_counter() - start, rows, "lines/s",
                 f"python benchmarks/speed.py --gpu-cli-copies {args.gpu_cli_copies} --gpu-dir-chunks {args.gpu_dir_chunks}")
     if args.gpu_cli_profile:
         import pstats

@@ -50,9 +50,12 @@ def arramooz_words() -> tuple[list[str], list[str]]:
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("--text arramooz needs the Arramooz dictionary: .venv/bin/pip install arramooz-pysqlite")
     db = Path(list(spec.submodule_search_locations)[0]) / "data" / "arabicdictionary.sqlite"
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
         nouns = [r[0] for r in con.execute("select vocalized from nouns where vocalized != ''")]
         verbs = [r[0] for r in con.execute("select vocalized from verbs where vocalized != ''")]
+    finally:
+        con.close()
     return nouns, verbs
 
 
@@ -70,6 +73,9 @@ def render_heldout_text(fonts, lines: int, seed: int, folder: Path) -> tuple[lis
 
     paths, refs, attempt = [], [], 0
     while len(paths) < lines:
+        if attempt > 50 * lines:
+            raise SystemExit(f"the faces {[f.name for f in fonts]} cover too few Arramooz lines ({len(paths)} of "
+                             f"{attempt} drawn); pick a face with fuller Arabic coverage")
         rng = random.Random(f"vocalised-heldout-text:{seed}:{attempt}")
         attempt += 1
         text = sample(rng)

@@ -28,16 +28,22 @@ def find_images(root: Path) -> list[Path]:
     def walk(folder: str) -> None:
         try:
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:  # gone, not a folder, or not ours to read: skipped, as rglob skips it
             return
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 walk(entry.path)
-            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
+            elif _suffix(entry.name) in IMAGE_EXTENSIONS and entry.is_file():
                 found.append(Path(entry.path))
 
     walk(str(root))
     return found
+
+
+def _suffix(name: str) -> str:
+    """`Path(name).suffix.lower()` without a Path (a name of dots only, e.g. "..png", still has ".png")."""
+    i = name.rfind(".")
+    return name[i:].lower() if 0 < i < len(name) - 1 else ""
 
 
 def _decoded_or_error(blob: bytes) -> tuple[Image.Image | None, str | None]:
@@ -89,21 +95,27 @@ def _open_or_error(path: Path) -> tuple[Path, Image.Image | None, str | None]:
 CPU_BATCH, GPU_BATCH = 64, 1024  # recognize_dir's default lines per batch: the CPU readers, the GPU line path
 CPU_CHUNK = 1024  # files per chunk on the CPU path
 # A GPU chunk is one call of the batched line path: each pays a pipeline fill and drain, so chunks are as large
-# as memory allows — GPU_CHUNK_BYTES of encoded images (held twice: read ahead, and copied for the workers),
-# between GPU_CHUNK_MIN and GPU_CHUNK_MAX files, judged from the sizes of the first files.
-GPU_CHUNK_MIN, GPU_CHUNK_MAX, GPU_CHUNK_BYTES = 4096, 65536, 256 << 20
+# as memory allows: files in listing order until GPU_CHUNK_BYTES of encoded images (one shared copy per chunk) or
+# GPU_CHUNK_MAX files.
+GPU_CHUNK_MAX, GPU_CHUNK_BYTES = 65536, 256 << 20
 
 
-def gpu_chunk_size(paths: list[Path], sample: int = 256) -> int:
-    """Files per GPU chunk for these images (their mean size over the first `sample`)."""
-    sizes = []
-    for path in paths[:sample]:
-        try:
-            sizes.append(path.stat().st_size)
-        except OSError:
-            pass
-    mean = max(1.0, sum(sizes) / len(sizes)) if sizes else 1.0
-    return int(min(GPU_CHUNK_MAX, max(GPU_CHUNK_MIN, GPU_CHUNK_BYTES // mean)))
+def gpu_chunks(paths: list[Path]) -> list[list[Path]]:
+    """`paths` cut into GPU chunks by their sizes now (a file that cannot be stat'ed counts as empty: it becomes
+    an error row when its chunk is read)."""
+    from ocr_assets.models.compact.line_feed import file_size
+
+    chunks: list[list[Path]] = []
+    current: list[Path] = []
+    held = 0
+    for path in paths:
+        size = max(0, file_size(path))
+        if current and (held + size > GPU_CHUNK_BYTES or len(current) >= GPU_CHUNK_MAX):
+            chunks.append(current)
+            current, held = [], 0
+        current.append(path)
+        held += size
+    return chunks + ([current] if current else [])
 
 
 def streams_on_gpu(recognizer: Recognizer) -> bool:
@@ -119,7 +131,8 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
     Images are read `chunk_size` at a time so the recognizer can group similar widths into its batches; threads
     decode the next chunk (one per core; Pillow releases the GIL) while the recognizer reads the current one.
     `gpu_stream` (default: `streams_on_gpu`): the batched GPU line path instead — one `FeedPool` for the whole
-    folder, whose worker processes read the next chunk's files while they decode the current one for the GPU.
+    folder, whose worker processes read each chunk's files into shared memory and decode them for the GPU (chunks
+    cut by `gpu_chunks` unless `chunk_size` is given).
     `paths`: the images under `root` when the caller has found them already (`find_images`), so that a folder is
     walked once.
     """
@@ -128,9 +141,12 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
     paths = find_images(root) if paths is None else paths
     stream = streams_on_gpu(recognizer) if gpu_stream is None else gpu_stream
     batch_size = batch_size or (GPU_BATCH if stream else CPU_BATCH)
-    chunk_size = chunk_size or (gpu_chunk_size(paths) if stream else CPU_CHUNK)
     start = time.perf_counter()
-    chunks = [paths[offset : offset + chunk_size] for offset in range(0, len(paths), chunk_size)]
+    if stream and not chunk_size:
+        chunks = gpu_chunks(paths)
+    else:
+        chunk_size = chunk_size or CPU_CHUNK
+        chunks = [paths[offset : offset + chunk_size] for offset in range(0, len(paths), chunk_size)]
     under = str(root) + os.sep
 
     def name(path: Path) -> str:  # Path.relative_to costs ~10 us a row; slicing the string well under 1 us
@@ -145,14 +161,13 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
 
             # The pool's workers read the files straight into the feed's shared copy: reader threads here had
             # made the thread that drives the GPU wait for the GIL around every file, and bytes sent back from
-            # worker processes cost it ~30 us a file (docs/NOTES.md, session 10). Unreadable files come back as
-            # the feed's error rows.
+            # worker processes cost it ~30 us a file (docs/NOTES.md, session 10). Sizes are taken when a chunk is
+            # read; unreadable files come back as the feed's error rows.
             def load(chunk: list[Path]) -> Callable[[], tuple[list, object]]:
-                files = EncodedFiles(chunk)
-                return lambda: ([(path, True, None) for path in chunk], files)
+                return lambda: ([(path, True, None) for path in chunk], chunk)
 
-            def read(files) -> list:
-                return _read_streamed(recognizer, files, batch_size, feed_pool)
+            def read(chunk: list[Path]) -> list:
+                return _read_streamed(recognizer, EncodedFiles(chunk), batch_size, feed_pool)
         else:
             io_pool = stack.enter_context(ThreadPoolExecutor(os.cpu_count() or 1))
 
@@ -162,7 +177,7 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
             def read(images: list) -> list:
                 return _recognize_safely(recognizer, images, batch_size)
 
-        pending = load(chunks[0]) if chunks else None
+        pending, done = (load(chunks[0]) if chunks else None), 0
         for k in range(len(chunks)):
             loaded, payload = pending()
             pending = load(chunks[k + 1]) if k + 1 < len(chunks) else None
@@ -177,8 +192,9 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
                     if r.error:
                         row["error"] = r.error
                 yield row
+            done += len(loaded)
             if on_progress:
-                on_progress(Progress(min((k + 1) * chunk_size, len(paths)), len(paths), time.perf_counter() - start))
+                on_progress(Progress(done, len(paths), time.perf_counter() - start))
 
 
 def _mapped(io_pool: ThreadPoolExecutor, chunk: list[Path]) -> Callable[[], tuple[list, list]]:

@@ -560,6 +560,9 @@ def test_recognize_dir_through_the_gpu_line_path_writes_the_same_rows(book_lines
     streamed = list(recognize_dir(reader, tmp_path / "lines", batch_size=4, chunk_size=5, gpu_stream=True))
     assert [r["image"] for r in streamed] == [r["image"] for r in plain] and len(plain) == 12
     assert [r["text"] for r in streamed] == [r["text"] for r in plain]
+    by_bytes = list(recognize_dir(reader, tmp_path / "lines", batch_size=4, gpu_stream=True))  # `gpu_chunks`: one
+    assert [(r["image"], r["text"], bool(r.get("error"))) for r in by_bytes] == [
+        (r["image"], r["text"], bool(r.get("error"))) for r in streamed]
     assert all(abs(a["confidence"] - b["confidence"]) < 0.01 for a, b in zip(streamed, plain))
     assert [bool(r.get("error")) for r in streamed] == [r["image"] == "b/broken.png" for r in plain]
     assert all(bool(r.get("error")) == (r["image"] == "b/broken.png") for r in plain)
@@ -579,14 +582,33 @@ def test_recognize_dir_through_the_gpu_line_path_writes_the_same_rows(book_lines
     assert [r["text"] for r in fallback] == raw
     assert [bool(r.get("error")) for r in fallback] == [r["image"] == "b/broken.png" for r in fallback]
     del reader.recognize_encoded
-    # A file listed and then removed before it is read: an error row on both paths, the others read.
+    # A file listed and then removed before it is read: an error row on both paths, the others read. One that
+    # changed after the listing but before its chunk is read reads as it is then (sizes are taken at reading).
     paths = find_images(tmp_path / "lines")
     paths[3].unlink()
+    paths[7].write_bytes(paths[7].read_bytes() + b"\0" * 16)  # still the same PNG to a decoder
     for stream in (False, True):
         rows = list(recognize_dir(reader, tmp_path / "lines", batch_size=4, chunk_size=5, gpu_stream=stream, paths=paths))
         assert [r["image"] for r in rows] == [r["image"] for r in plain]
         assert "No such file" in rows[3]["error"] and [r["text"] for k, r in enumerate(rows) if k != 3] == [
             t for k, t in enumerate(raw) if k != 3]
+
+
+def test_gpu_chunks_are_cut_by_bytes_and_count_in_listing_order(tmp_path, monkeypatch):
+    from ocr_assets import reading
+
+    paths = []
+    for i, size in enumerate([10, 10, 30, 5, 5, 5, 40, 1]):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(b"x" * size)
+    paths.insert(2, tmp_path / "missing.png")  # counts as empty; its chunk reports it
+    monkeypatch.setattr(reading, "GPU_CHUNK_BYTES", 30)
+    monkeypatch.setattr(reading, "GPU_CHUNK_MAX", 3)
+    chunks = reading.gpu_chunks(paths)
+    assert [p for c in chunks for p in c] == paths
+    assert [[p.name for p in c] for c in chunks] == [
+        ["0.png", "1.png", "missing.png"], ["2.png"], ["3.png", "4.png", "5.png"], ["6.png"], ["7.png"]]
+    assert reading.gpu_chunks([]) == []
 
 
 def test_find_images_walks_once_in_path_order_like_rglob(tmp_path):
@@ -597,7 +619,8 @@ def test_find_images_walks_once_in_path_order_like_rglob(tmp_path):
     from ocr_assets.reading import find_images
 
     root = tmp_path / "scans"
-    for name in ["a/x.png", "a-c/x.png", "a/b/y.TIF", "a.png", "z/q.jpeg", "z/notes.txt", "z/img.png.bak", "B/k.jpg"]:
+    for name in ["a/x.png", "a-c/x.png", "a/b/y.TIF", "a.png", "z/q.jpeg", "z/notes.txt", "z/img.png.bak", "B/k.jpg",
+                 "..png", "z/.hidden.png", "z/png"]:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(b"x")
     (root / "z" / "link.png").symlink_to(root / "a.png")
@@ -612,7 +635,7 @@ def test_find_images_walks_once_in_path_order_like_rglob(tmp_path):
     found = find_images(root)
     assert found == reference(root)
     assert [p.relative_to(root).as_posix() for p in found] == [
-        "B/k.jpg", "a/b/y.TIF", "a/x.png", "a-c/x.png", "a.png", "z/link.png", "z/q.jpeg"]
+        "..png", "B/k.jpg", "a/b/y.TIF", "a/x.png", "a-c/x.png", "a.png", "z/.hidden.png", "z/link.png", "z/q.jpeg"]
     here = os.getcwd()
     try:
         os.chdir(root)

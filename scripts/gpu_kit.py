@@ -2,7 +2,10 @@
 
 Holds: libfribidi (Pillow's raqm shaping needs it), the Arabic fonts, wheels missing on the box, and the real
 shared lines as Parquet shards (one per book, re-encoded as 48 px tall PNG with 8 grey levels: about 17 MiB
-for all 5,296 lines, so the call fits the 64 MiB transfer limit; the model reads lines at 48 px anyway). Usage: .venv/bin/python scripts/gpu_kit.py [--shared ../shared/data] [--out .gpu]
+for all 5,296 lines, so the call fits the 64 MiB transfer limit; the model reads lines at 48 px anyway), the same
+lines as a folder of PNG + .gt.txt files (`sd48/`, for the GPU speed runs) and 150 original-resolution lines per book
+(`fullres/`). A call carries the parts it needs (e.g. whl, lib, fonts, real for training; whl, lib, sd48 for speed).
+Usage: .venv/bin/python scripts/gpu_kit.py [--shared ../shared/data] [--out .gpu] [--no-npm-faces]
 """
 
 from __future__ import annotations
@@ -76,7 +79,13 @@ def fonts(out: Path, npm_faces: bool = True) -> None:
     if not npm_faces:
         return
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["npm", "pack", "--silent", *NPM_FACES], cwd=tmp, check=True, capture_output=True)
+        try:
+            subprocess.run(["npm", "pack", "--silent", *NPM_FACES], cwd=tmp, check=True, capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", None) or str(exc)
+            print(f"gpu_kit: no npm faces ({' '.join(NPM_FACES)}): {detail.strip()[-300:]}; the kit has this machine's "
+                  "fonts only (--no-npm-faces says so quietly)", file=sys.stderr)
+            return
         for tgz in sorted(Path(tmp).glob("*.tgz")):
             with tarfile.open(tgz) as tar:
                 for member in tar.getmembers():

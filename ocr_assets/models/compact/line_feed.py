@@ -313,7 +313,7 @@ class EncodedFiles(collections.abc.Sequence):
 
     def __init__(self, paths: Sequence, sizes: Sequence[int] | None = None):
         self.paths = [os.fspath(p) for p in paths]
-        self.sizes = np.asarray([_file_size(p) for p in self.paths] if sizes is None else sizes, dtype=np.int64)
+        self.sizes = np.asarray([file_size(p) for p in self.paths] if sizes is None else sizes, dtype=np.int64)
         if len(self.sizes) != len(self.paths):
             raise ValueError(f"{len(self.paths)} paths but {len(self.sizes)} sizes")
 
@@ -333,7 +333,8 @@ class EncodedFiles(collections.abc.Sequence):
             return None, str(exc) or type(exc).__name__
 
 
-def _file_size(path: str) -> int:
+def file_size(path) -> int:
+    """Bytes of the file at `path`, -1 when it cannot be stat'ed."""
     try:
         return os.stat(path).st_size
     except OSError:
@@ -497,7 +498,6 @@ class LineFeed:
     def _setup(self, blobs, height, batch_size, slots, device_kinds, waste, multiple, task_lines, prepare,
                width_multiple) -> None:
         self.height = height
-        self.blobs = blobs
         self.decoder = self.feed_pool.decoder
         self.workers = self.feed_pool.workers
         self.errors: list[tuple[int, str]] = []
@@ -540,27 +540,27 @@ class LineFeed:
         self.views = [b.view for b in self.shared]
         self.free = list(range(len(self.shared)))
 
-    def _read_all(self, files: EncodedFiles) -> list[tuple[int, str]]:
-        """Files into the store, on the workers (in parallel when there are many); [(line, why)] unread."""
-        n = len(files)
+    def _in_parts(self, n: int, function, args) -> list[tuple[int, object]]:
+        """(first line, result) of `function(self.feed_id, self.store.key, *args(lo, hi))` over the lines in parts
+        of PROBE_LINES, on the workers when there are many (the pool started for it), else here in one part."""
         if n >= 2 * PROBE_LINES:
             self.feed_pool.start()
         chunk = PROBE_LINES if self.feed_pool.pool is not None else max(1, n)
-        parts = self.feed_pool.run(_read_task, [(self.feed_id, self.store.key, files.paths[lo : lo + chunk],
-                                                 self.starts[lo : lo + chunk], files.sizes[lo : lo + chunk])
-                                                for lo in range(0, n, chunk)])
-        return [(lo + k, message) for lo, errors in zip(range(0, n, chunk), parts) for k, message in errors]
+        starts = list(range(0, n, chunk))
+        parts = self.feed_pool.run(function, [(self.feed_id, self.store.key, *args(lo, lo + chunk)) for lo in starts])
+        return list(zip(starts, parts))
+
+    def _read_all(self, files: EncodedFiles) -> list[tuple[int, str]]:
+        """Files into the store, on the workers (in parallel when there are many); [(line, why)] unread."""
+        parts = self._in_parts(len(files), _read_task,
+                               lambda lo, hi: (files.paths[lo:hi], self.starts[lo:hi], files.sizes[lo:hi]))
+        return [(lo + k, message) for lo, errors in parts for k, message in errors]
 
     def _probe_all(self, n: int) -> np.ndarray:
         """(n, 3) width, height, kind per line (kind -1: failed, its message in `errors`)."""
-        key = self.store.key
-        if n >= 2 * PROBE_LINES:
-            self.feed_pool.start()
-        chunk = PROBE_LINES if self.feed_pool.pool is not None else max(1, n)
-        parts = self.feed_pool.run(_probe_task, [(self.feed_id, key, self.starts[lo : lo + chunk], self.ends[lo : lo + chunk])
-                                                 for lo in range(0, n, chunk)])
-        out = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 3), dtype=np.int64)
-        for lo, (_, errors) in zip(range(0, n, chunk), parts):
+        parts = self._in_parts(n, _probe_task, lambda lo, hi: (self.starts[lo:hi], self.ends[lo:hi]))
+        out = np.concatenate([p[0] for _, p in parts]) if parts else np.zeros((0, 3), dtype=np.int64)
+        for lo, (_, errors) in parts:
             self.errors += [(lo + k, message) for k, message in errors]
         return out
 
