@@ -84,12 +84,12 @@ class Progress:
     seconds: float
 
 
-def _open_or_error(path: Path) -> tuple[Path, Image.Image | None, str | None]:
+def _open_or_error(path: Path) -> tuple[Image.Image | None, str | None]:
     try:
         blob = path.read_bytes()
     except OSError as exc:
-        return path, None, str(exc) or type(exc).__name__
-    return (path, *_decoded_or_error(blob))
+        return None, str(exc) or type(exc).__name__
+    return _decoded_or_error(blob)
 
 
 CPU_BATCH, GPU_BATCH = 64, 1024  # recognize_dir's default lines per batch: the CPU readers, the GPU line path
@@ -157,64 +157,49 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
         if stream:
             from ocr_assets.models.compact.line_feed import EncodedFiles, FeedPool, default_workers
 
+            # The pool's workers read each chunk's files straight into the feed's shared copy: reader threads here
+            # had made the thread that drives the GPU wait for the GIL around every file, and bytes sent back from
+            # worker processes cost it an estimated ~30 us a file (docs/NOTES.md, session 10). Sizes are taken
+            # when a chunk is read; unreadable files come back as the feed's error rows.
             feed_pool = stack.enter_context(FeedPool(default_workers()))
-
-            # The pool's workers read the files straight into the feed's shared copy: reader threads here had
-            # made the thread that drives the GPU wait for the GIL around every file, and bytes sent back from
-            # worker processes cost it ~30 us a file (docs/NOTES.md, session 10). Sizes are taken when a chunk is
-            # read; unreadable files come back as the feed's error rows.
-            def load(chunk: list[Path]) -> Callable[[], tuple[list, object]]:
-                return lambda: ([(path, True, None) for path in chunk], chunk)
-
-            def read(chunk: list[Path]) -> list:
-                return _read_streamed(recognizer, EncodedFiles(chunk), batch_size, feed_pool)
+            readings = (_read_streamed(recognizer, EncodedFiles(chunk), batch_size, feed_pool) for chunk in chunks)
         else:
             io_pool = stack.enter_context(ThreadPoolExecutor(os.cpu_count() or 1))
-
-            def load(chunk: list[Path]) -> Callable[[], tuple[list, object]]:
-                return _mapped(io_pool, chunk)
-
-            def read(images: list) -> list:
-                return _recognize_safely(recognizer, images, batch_size)
-
-        pending, done = (load(chunks[0]) if chunks else None), 0
-        for k in range(len(chunks)):
-            loaded, payload = pending()
-            pending = load(chunks[k + 1]) if k + 1 < len(chunks) else None
-            results = iter(read(payload))
-            for path, item, err in loaded:
-                row = {"image": name(path)}
-                if item is None:
-                    row.update(text="", confidence=0.0, error=err)
-                else:
-                    r = next(results)
-                    row.update(text=r.text, confidence=round(float(r.confidence), 4))
-                    if r.error:
-                        row["error"] = r.error
+            readings = _read_decoded(recognizer, chunks, batch_size, io_pool)
+        done = 0
+        for chunk, results in zip(chunks, readings):
+            for path, r in zip(chunk, results):
+                row = {"image": name(path), "text": r.text, "confidence": round(float(r.confidence), 4)}
+                if r.error:
+                    row["error"] = r.error
                 yield row
-            done += len(loaded)
+            done += len(chunk)
             if on_progress:
                 on_progress(Progress(done, len(paths), time.perf_counter() - start))
 
 
-def _mapped(io_pool: ThreadPoolExecutor, chunk: list[Path]) -> Callable[[], tuple[list, list]]:
-    """`_open_or_error` of a chunk's files on reader threads (decoding overlaps the current chunk's reading); the
-    wait gives (path, image | None, error | None) per file and the images to read."""
-    results = io_pool.map(_open_or_error, chunk)
+def _readings(recognizer, opened: list[tuple[Image.Image | None, str | None]], batch_size: int) -> list:
+    """One Recognition per (image, error) pair: the images read by `_recognize_safely`, an error row for the rest."""
+    from ocr_assets.models.base import Recognition
 
-    def wait() -> tuple[list, list]:
-        loaded = list(results)
-        return loaded, [image for _, image, _ in loaded if image is not None]
+    results = iter(_recognize_safely(recognizer, [im for im, _ in opened if im is not None], batch_size))
+    return [next(results) if im is not None else Recognition(text="", confidence=0.0, error=err) for im, err in opened]
 
-    return wait
+
+def _read_decoded(recognizer, chunks: list[list[Path]], batch_size: int, io_pool: ThreadPoolExecutor) -> Iterator[list]:
+    """The CPU path, per chunk one Recognition per file: reader threads open and decode the next chunk while the
+    recognizer reads this one."""
+    pending = io_pool.map(_open_or_error, chunks[0]) if chunks else iter(())
+    for k in range(len(chunks)):
+        opened = list(pending)
+        pending = io_pool.map(_open_or_error, chunks[k + 1]) if k + 1 < len(chunks) else iter(())
+        yield _readings(recognizer, opened, batch_size)
 
 
 def _read_streamed(recognizer, files, batch_size: int, feed_pool) -> list:
     """The batched GPU line path's readings of `files` (a `line_feed.EncodedFiles`), in their order; if a call fails
     (e.g. out of GPU memory on a wide batch), the per-chunk path's instead: the guarded decoder, then
     `_recognize_safely`."""
-    from ocr_assets.models.base import Recognition
-
     try:
         got = dict(recognizer.recognize_encoded(files, batch_size=batch_size, pool=feed_pool))
         return [got[i] for i in range(len(files))]
@@ -222,8 +207,7 @@ def _read_streamed(recognizer, files, batch_size: int, feed_pool) -> list:
         logger.warning("batched GPU read of %d files failed (%s: %s); reading them image by image",
                        len(files), type(exc).__name__, exc)
     opened = [_decoded_or_error(blob) if err is None else (None, err) for blob, err in map(files.read, range(len(files)))]
-    results = iter(_recognize_safely(recognizer, [im for im, _ in opened if im is not None], min(batch_size, CPU_BATCH)))
-    return [next(results) if im is not None else Recognition(text="", confidence=0.0, error=err) for im, err in opened]
+    return _readings(recognizer, opened, min(batch_size, CPU_BATCH))
 
 
 def images_from_png_bytes(blobs: list[bytes]) -> list[Image.Image]:

@@ -253,6 +253,20 @@ def _encodings(image):
             save(image, "TIFF")]
 
 
+def _drain(feed):
+    """Every batch of an open feed, released as read: ({line: decoded pixels}, {line: error}, lines left encoded
+    for the device)."""
+    seen, errors, device = {}, dict(feed.errors), []
+    for batch in feed:
+        errors.update(batch.errors)
+        device += batch.device
+        for k, i in enumerate(batch.indices.tolist()):
+            h, w, off = int(batch.heights[k]), int(batch.widths[k]), int(batch.offsets[k])
+            seen[i] = batch.pixels[off : off + h * w].reshape(h, w).copy()
+        feed.release(batch.slot)
+    return seen, errors, device
+
+
 def test_line_feed_decodes_whole_batches_into_shared_buffers_as_the_guarded_decoder_does(book_lines):
     """Forked workers decode chunks of each batch straight into its shared buffer: every line's pixels equal
     `decode_line_image`'s (any encoding, EXIF rotation included), bad files give the guarded decoder's message,
@@ -266,17 +280,10 @@ def test_line_feed_decodes_whole_batches_into_shared_buffers_as_the_guarded_deco
     assert probe(blobs[0])[2] == PLAIN_PNG and probe(blobs[2])[2] == OTHER and probe(blobs[6])[2] == OTHER
     for decoder in dict.fromkeys(("pillow", decoder_name("auto"))):
         for workers in (0, 2):
-            seen = {}
             with LineFeed(blobs + bad, 48, batch_size=7, workers=workers, slots=3, decoder=decoder,
                           task_lines=3) as feed:
-                errors = dict(feed.errors)
-                for batch in feed:
-                    errors.update(batch.errors)
-                    assert not batch.device
-                    for k, i in enumerate(batch.indices.tolist()):
-                        h, w, off = int(batch.heights[k]), int(batch.widths[k]), int(batch.offsets[k])
-                        seen[i] = batch.pixels[off : off + h * w].reshape(h, w).copy()
-                    feed.release(batch.slot)
+                seen, errors, device = _drain(feed)
+            assert not device
             assert sorted(seen) == list(range(len(blobs))), (decoder, workers)
             for i, blob in enumerate(blobs):
                 assert np.array_equal(seen[i], np.asarray(decode_line_image(blob))), (decoder, workers, i)
@@ -382,15 +389,8 @@ def test_a_feed_pool_outlives_its_feeds_reads_headers_in_its_workers_and_pins_on
     pinned, unpinned = [], []
 
     def read(feed_pool, lines, batch_size):
-        seen, errors = {}, {}
         with LineFeed(lines, 48, batch_size=batch_size, slots=3, task_lines=3, pool=feed_pool) as feed:
-            errors.update(feed.errors)
-            for batch in feed:
-                errors.update(batch.errors)
-                for k, i in enumerate(batch.indices.tolist()):
-                    h, w, off = int(batch.heights[k]), int(batch.widths[k]), int(batch.offsets[k])
-                    seen[i] = batch.pixels[off : off + h * w].reshape(h, w).copy()
-                feed.release(batch.slot)
+            seen, errors, _ = _drain(feed)
             keys = [b.key for b in feed.shared]
         return seen, errors, keys
 
@@ -517,15 +517,8 @@ def test_a_feed_of_files_reads_them_in_its_workers_as_a_feed_of_their_bytes(book
     grew.write_bytes(blobs[1] + b"more")
 
     def run(source, workers):
-        seen, errors = {}, {}
         with LineFeed(source, 48, batch_size=5, workers=workers, slots=3, task_lines=3) as feed:
-            errors.update(feed.errors)
-            for batch in feed:
-                errors.update(batch.errors)
-                for k, i in enumerate(batch.indices.tolist()):
-                    h, w, off = int(batch.heights[k]), int(batch.widths[k]), int(batch.offsets[k])
-                    seen[i] = batch.pixels[off : off + h * w].reshape(h, w).copy()
-                feed.release(batch.slot)
+            seen, errors, _ = _drain(feed)
         return seen, errors
 
     expected, expected_errors = run(blobs, 0)

@@ -19,7 +19,6 @@ they started through /proc/<pid>/fd (Linux; elsewhere the feed decodes in its ow
 
 from __future__ import annotations
 
-import collections.abc
 import io
 import mmap
 import multiprocessing
@@ -305,24 +304,20 @@ def _decode_task(feed: int, blob_key, slot_key, indices: np.ndarray, starts: np.
 # --- the feed (main process) --------------------------------------------------------------------------------
 
 
-class EncodedFiles(collections.abc.Sequence):
+class EncodedFiles:
     """Encoded line images named by file path: a `LineFeed` given these has its workers read the files straight
     into its shared copy, so no image's bytes pass through the consuming process (whose Python time bounds a GPU
-    reader). `sizes`: bytes per file (default: stat now; -1 = could not stat, read again by the worker for its
-    error). Indexing reads a file (OSError when it cannot); `read(i)` gives (bytes, None) or (None, why)."""
+    reader). Sizes are taken now (-1: could not stat; the worker's read then says why). `files[i]` reads a file
+    (OSError when it cannot); `read(i)` gives (bytes, None) or (None, why)."""
 
-    def __init__(self, paths: Sequence, sizes: Sequence[int] | None = None):
+    def __init__(self, paths: Sequence):
         self.paths = [os.fspath(p) for p in paths]
-        self.sizes = np.asarray([file_size(p) for p in self.paths] if sizes is None else sizes, dtype=np.int64)
-        if len(self.sizes) != len(self.paths):
-            raise ValueError(f"{len(self.paths)} paths but {len(self.sizes)} sizes")
+        self.sizes = np.asarray([file_size(p) for p in self.paths], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return EncodedFiles(self.paths[i], self.sizes[i])
+    def __getitem__(self, i: int) -> bytes:
         with open(self.paths[i], "rb") as f:
             return f.read()
 
@@ -351,7 +346,7 @@ def _read_task(feed: int, store_key, paths: list[str], starts: np.ndarray, sizes
             with open(path, "rb") as f:
                 got = f.readinto(store[a : a + max(size, 0)]) if size > 0 else 0
                 if size < 0 or got != size or f.read(1):
-                    errors.append((k, f"{path}: changed while being read ({size} bytes at listing, "
+                    errors.append((k, f"{path}: changed while being read ({size} bytes at its stat, "
                                       f"{got} read{' and more' if size >= 0 and got == size else ''})"))
         except OSError as exc:
             errors.append((k, str(exc) or type(exc).__name__))
