@@ -102,6 +102,24 @@ def test_lines_are_book_length_normalized_and_reproducible():
     assert len(shuffled) > len(lines) // 3  # many lines are not verbatim verse text
 
 
+
+def test_pattern_words_are_vocalised_pseudo_words_outside_the_quran_vocabulary():
+    rng = random.Random(7)
+    words = [corpus.pattern_word(rng) for _ in range(2000)]
+    allowed = set("ءآأؤإئابةتثجحخدذرزسشصضطظعغفقكلمنهوىي") | set(TASHKEEL)
+    quran = {strip_tashkeel(w) for w in corpus.vocabulary()}
+    for word in words:
+        assert word == normalize(word) and set(word) <= allowed and has_tashkeel(word), word
+        bare = strip_tashkeel(word)
+        assert "ة" not in bare[:-1] and not bare.startswith("الا" + "ِ"), word  # open tāʾ before suffixes
+    assert "الِا" in "".join(words) and "لِل" in "".join(words)  # hamzat al-wasl after the article; li + al-
+    assert len({strip_tashkeel(w) for w in words}) > 1800  # a new vocabulary, not a few words
+    assert np.mean([strip_tashkeel(w) in quran for w in words]) < 0.05  # the model cannot recall them
+    sampler = corpus.LineSampler()
+    lines = [strip_tashkeel(sampler.sample(random.Random(k), vocalised=False)) for k in range(400)]
+    novel = [ln for ln in lines if np.mean([w.strip("،.؛:؟!«»()[]") in quran for w in ln.split()]) < 0.5]
+    assert 0.15 < len(novel) / len(lines) < 0.5  # about pattern_share of the lines are mostly pseudo-words
+
 # --- rendering -----------------------------------------------------------------------------------
 
 

@@ -132,19 +132,98 @@ def _extra_token(rng: random.Random) -> str:
     return _arabic_number(rng.randint(1, 1500))
 
 
+# A second text source, generated: pseudo-words built the way Arabic builds words (a random root of three sound
+# consonants in a vocalised pattern, with the article, proclitics, case endings and pronoun suffixes). They look and
+# are vocalised like classical words but are not the Qurʾān's vocabulary, so a model must read the glyphs instead
+# of recalling words. Written for this project; 1, 2, 3 stand for the root's consonants.
+_ROOT_LETTERS = "بتثجحخدذرزسشصضطظعغفقكلمنه"
+_SUN_LETTERS = set("تثدذرزسشصضطظلن")
+_VERB_PATTERNS = (
+    "1َ2َ3َ", "1َ2ِ3َ", "1َ2ُ3َ", "1َ2َّ3َ", "1َا2َ3َ", "أَ1ْ2َ3َ", "تَ1َ2َّ3َ", "تَ1َا2َ3َ", "اِنْ1َ2َ3َ",
+    "اِ1ْتَ2َ3َ", "اِسْتَ1ْ2َ3َ", "يَ1ْ2ُ3ُ", "يَ1ْ2ِ3ُ", "يَ1ْ2َ3ُ", "يُ1َ2ِّ3ُ", "تَ1ْ2ُ3ُ", "نَ1ْ2ِ3ُ",
+    "1ُ2ِ3َ", "1َ2َ3ْتُ", "1َ2َ3ُوا", "يَ1ْ2ُ3ُونَ", "أَ1ْ2َ3ْنَا",
+)
+_NOUN_PATTERNS = (
+    "1َا2ِ3", "مَ1ْ2ُو3", "مَ1ْ2َ3", "مَ1ْ2ِ3", "1ِ2َا3", "1ُ2ُو3", "1َ2ِي3", "1َ2ُو3", "تَ1ْ2ِي3", "مُ1َ2ِّ3",
+    "مُ1َ2َّ3", "مُ1ْ2ِ3", "اِسْتِ1ْ2َا3", "اِ1ْتِ2َا3", "أَ1ْ2َا3", "1ُ2ُ3", "1ُ2َّا3", "1ِ2ْ3", "1ُ2ْ3",
+    "1َ2ْ3", "1َ2َ3", "1ِ2َا3َة", "1َ2ْ3َة", "مَ1ْ2َ3َة", "مُ1َا2َ3َة", "1ُ2َ3َاء", "1َا2ِ3َة",
+)
+_PROCLITICS = ("", "", "", "", "وَ", "فَ", "بِ", "لِ", "كَ")
+_SUFFIXES = ("هُ", "هَا", "هُمْ", "كَ", "نَا", "هِ", "كُمْ")
+
+
+def _root(rng: random.Random) -> str:
+    while True:
+        root = "".join(rng.choice(_ROOT_LETTERS) for _ in range(3))
+        if root[0] != root[1]:  # Arabic roots never repeat their first two consonants
+            return root
+
+
+def _fill(pattern: str, root: str) -> str:
+    return "".join(root[int(ch) - 1] if ch in "123" else ch for ch in pattern)
+
+
+def pattern_word(rng: random.Random) -> str:
+    """One vocalised pseudo-word (normalized): a verb form, or a noun with article/tanwīn/suffix and a case vowel."""
+    root = _root(rng)
+    if rng.random() < 0.35:
+        word = _fill(rng.choice(_VERB_PATTERNS), root)
+        return _with_clitic(rng.choice(("", "", "وَ", "فَ")), word)
+    stem = _fill(rng.choice(_NOUN_PATTERNS), root)
+    case = rng.choice(("\u064f", "\u0650", "\u064e"))
+    roll = rng.random()
+    if roll < 0.4:  # definite: the article (shadda on a sun letter, sukun on its lam otherwise), a case vowel
+        first = stem[0]
+        if stem.startswith("اِ"):  # hamzat al-wasl: the article's lam takes the kasra, the alef none
+            word = "الِا" + stem[2:] + case
+        else:
+            word = ("ال" + first + "\u0651" + stem[1:] if first in _SUN_LETTERS else "الْ" + stem) + case
+        clitic = rng.choice(_PROCLITICS)
+        if clitic in ("بِ", "لِ", "كَ"):
+            word = word[:-1] + "\u0650"  # genitive after a preposition
+        if clitic == "لِ":
+            return normalize("لِ" + word[1:])  # li + al- drops the article's alef
+        return normalize(clitic + word)
+    if roll < 0.7:  # indefinite with tanwīn (the accusative on a seat alef unless the stem ends in tāʾ marbūṭa/hamza)
+        clitic = rng.choice(_PROCLITICS)
+        tanwin = "\u064d" if clitic in ("بِ", "لِ", "كَ") else rng.choice(("\u064c", "\u064d", "\u064b"))
+        word = stem + tanwin + ("ا" if tanwin == "\u064b" and stem[-1] not in "ةء" else "")
+        return _with_clitic(clitic, word)
+    if stem.endswith("ة"):  # tāʾ marbūṭa is written open before a suffix
+        stem = stem[:-1] + "ت"
+    return _with_clitic(rng.choice(_PROCLITICS), stem + case + rng.choice(_SUFFIXES))  # construct with a pronoun
+
+
+def _with_clitic(clitic: str, word: str) -> str:
+    """A proclitic before a word; an initial hamzat al-wasl (اِ) loses its kasra after it."""
+    if clitic and word.startswith("اِ"):
+        word = "ا" + word[2:]
+    return normalize(clitic + word)
+
+
 class LineSampler:
     """Draws book-like lines from the corpus: 35–90 characters (12–35 for paragraph ends), cut at words."""
 
-    def __init__(self, words: tuple[str, ...] | None = None, vocab: tuple[str, ...] | None = None):
+    def __init__(self, words: tuple[str, ...] | None = None, vocab: tuple[str, ...] | None = None,
+                 pattern_share: float = 0.3):
         self.words = words if words is not None else vocalised_words()
         self.vocab = vocab if vocab is not None else vocabulary()
+        self.pattern_share = pattern_share  # lines drawn mostly from generated pseudo-words (see pattern_word)
 
     def _target_length(self, rng: random.Random) -> int:
         # Paragraph-final lines are short; full lines fill a book measure of 35–90 characters.
         return rng.randint(12, 35) if rng.random() < 0.12 else rng.randint(35, 90)
 
+    def _pseudo_or_real(self, rng: random.Random) -> str:
+        roll = rng.random()
+        if roll < 0.75:
+            return pattern_word(rng)
+        return rng.choice(PROSE_FORMULAE) if roll < 0.85 else rng.choice(self.vocab)
+
     def _words(self, rng: random.Random) -> list[str]:
-        """Source words for one line: a verse span, shuffled vocabulary, or prose formulae."""
+        """Source words for one line: a verse span, shuffled vocabulary, prose formulae, or pseudo-words."""
+        if self.pattern_share and rng.random() < self.pattern_share:
+            return [self._pseudo_or_real(rng) for _ in range(30)]
         roll = rng.random()
         if roll < 0.5:
             start = rng.randrange(len(self.words) - 40)
