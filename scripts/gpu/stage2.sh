@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stage 2 on a lent GPU box: from the stage-1 model, one run per leave-one-book-out fold plus one on all five books,
-# concurrently on the GPU(s); each mixes its real books (3x) with synthetic lines. Then unseen-book and vocalised
+# concurrently on the GPU(s); each mixes its real books (3x, their mark-free lines with marks optional) with synthetic lines. Then unseen-book and vocalised
 # evaluation, GPU throughput, and the all-books model copied to $OUT.
 set -euo pipefail
 source scripts/gpu/env.sh
@@ -16,7 +16,7 @@ for f in $FOLDS; do
   R=$W/folds/$f/train_real.parquet
   CUDA_VISIBLE_DEVICES=$(( i % NGPU )) timeout "$SECONDS_LIMIT" python3 -m ocr_assets.models.compact.train --init "$INIT" \
     --train $R,$R,$R,$W/mix/mix.parquet --val $W/folds/$f/val_real.parquet --out $W/runs/$f --epochs "$EPOCHS" \
-    --batch-size 96 --lr 6e-4 --num-workers $(( CPUS / N )) --augment --log-every 400 --checkpoint-every 400 \
+    --batch-size 96 --lr 6e-4 --num-workers $(( CPUS / N )) --augment --log-every 400 --checkpoint-every 400 --marks-optional "$R" \
     > $W/runs_$f.log 2>&1 &
   i=$((i + 1))
 done

@@ -21,6 +21,8 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from ocr_assets.models.compact.config import BLANK_ID, CompactOCRConfig
+from ocr_assets.models.compact.labels import SPECIAL_LABELS
+from ocr_assets.text import TASHKEEL
 
 # What LoRA adapts by default (peft matches these as name suffixes): the encoder's Linear layers and the
 # projection from conv features, so a new book's typeface can shift what the encoder sees.
@@ -206,19 +208,21 @@ class CompactOCRModel(PreTrainedModel):
         widths: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         label_lengths: torch.Tensor | None = None,
+        marks_optional: torch.Tensor | None = None,
         **kwargs,
     ) -> CompactOCROutput:
         """pixel_values: (batch, 1, input_height, width), ink = 1 on background 0 (or uint8 ink = 255), natural
         orientation, right-padded.
 
         widths: true pixel width of each line (default: all full width). labels: (batch, max_labels) label ids in
-        logical order, padded with 0 or -100; label_lengths defaults to the count of ids > 0.
+        logical order, padded with 0 or -100; label_lengths defaults to the count of ids > 0. marks_optional: (batch,)
+        bool, lines whose transcription leaves out the vowel marks the print may have (see ctc_loss).
         """
         unknown = set(kwargs) - TOLERATED_KWARGS
         if unknown:
             raise TypeError(
                 f"CompactOCRModel.forward got unexpected arguments {sorted(unknown)}; it takes pixel_values, "
-                "widths, labels, label_lengths"
+                "widths, labels, label_lengths, marks_optional"
             )
         if pixel_values.dim() == 3:
             pixel_values = pixel_values.unsqueeze(1)
@@ -235,8 +239,17 @@ class CompactOCRModel(PreTrainedModel):
         hidden, lengths = self.embed(pixel_values, widths)
         hidden = self.run_blocks(hidden, lengths)
         logits, lengths = self.head(hidden, lengths)
-        loss = self.ctc_loss(logits, lengths, labels, label_lengths) if labels is not None else None
+        loss = None
+        if labels is not None:
+            loss = self.ctc_loss(logits, lengths, labels, label_lengths, marks_optional, self.mark_ids(marks_optional))
         return CompactOCROutput(loss=loss, logits=logits, output_lengths=lengths)
+
+    def mark_ids(self, marks_optional: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Label ids of the vowel marks (tashkeel) in this model's alphabet; None when no line needs them."""
+        if marks_optional is None or not bool(marks_optional.any()):
+            return None
+        ids = [i + len(SPECIAL_LABELS) for i, ch in enumerate(self.config.alphabet) if ch in TASHKEEL]  # as Codec
+        return torch.tensor(ids, dtype=torch.long, device=marks_optional.device) if ids else None
 
     # forward = embed -> run_blocks -> head. Split so a fine-tune can freeze the lower part, compute its output once
     # per line and train only the top blocks on those cached features (train.py, FinetuneSettings.top_layers).
@@ -281,12 +294,22 @@ class CompactOCRModel(PreTrainedModel):
 
     @staticmethod
     def ctc_loss(
-        logits: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor | None
+        logits: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor | None,
+        marks_optional: torch.Tensor | None = None, mark_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean CTC loss per label (float32 even under autocast); impossible alignments count as zero."""
+        """Mean CTC loss per label (float32 even under autocast); impossible alignments count as zero.
+
+        On lines flagged in `marks_optional` (real books whose transcription drops the marks their print has) a
+        vowel mark counts as blank: its probability joins the blank's, so reading a printed mark costs nothing
+        and leaving it out costs nothing either; the model is not taught to omit marks it sees."""
         if label_lengths is None:
             label_lengths = (labels > 0).sum(dim=1)
         log_probs = logits.float().log_softmax(-1).transpose(0, 1)
+        if marks_optional is not None and mark_ids is not None and mark_ids.numel():
+            blank = log_probs[..., BLANK_ID]
+            merged = torch.logsumexp(torch.cat([blank[..., None], log_probs.index_select(-1, mark_ids)], -1), -1)
+            log_probs = log_probs.clone()
+            log_probs[..., BLANK_ID] = torch.where(marks_optional.to(blank.device)[None, :], merged, blank)
         return F.ctc_loss(
             log_probs,
             labels.clamp(min=0).long(),

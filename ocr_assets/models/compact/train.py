@@ -38,7 +38,7 @@ from ocr_assets.models.compact.codec import Codec, CodecStats
 from ocr_assets.models.compact.config import CompactOCRConfig
 from ocr_assets.models.compact.modeling import CompactOCRModel, CompactOCROutput
 from ocr_assets.models.compact.recognizer import collate_lines, greedy_decode, open_image, prepare_line, to_gray
-from ocr_assets.text import normalize
+from ocr_assets.text import has_tashkeel, normalize
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ class CompactTrainOptions:
     # variant, and its output is cached (one clean + feature_variants - 1 augmented copies per line).
     top_layers: int = 0
     feature_variants: int = 8
+    # Parquet files of real lines whose transcription drops the vowel marks the print has: their mark-free lines
+    # train with marks optional (CompactOCRModel.ctc_loss), so they do not teach the model to omit marks.
+    marks_optional: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.top_layers < 0 or self.feature_variants < 1:
@@ -111,20 +114,40 @@ class _Column:
         return self.column[i].as_py()
 
 
+def _is_paths(samples: Samples) -> bool:
+    return isinstance(samples, (str, Path)) or (
+        isinstance(samples, (list, tuple)) and bool(samples) and isinstance(samples[0], (str, Path))
+    )
+
+
+def _parquet_files(samples) -> list[Path]:
+    """The Parquet files a path, a folder or a list of them names, in reading order."""
+    paths = [Path(p) for p in ([samples] if isinstance(samples, (str, Path)) else samples)]
+    files = [f for p in paths for f in (sorted(p.glob("*.parquet")) if p.is_dir() else [p])]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing or not files:
+        raise ModelError(f"no Parquet files at {missing or [str(p) for p in paths]}; pass files or folders of *.parquet")
+    return files
+
+
+def _marks_optional_rows(samples: Samples, texts: Sequence[str], files: Sequence[str]) -> list[bool]:
+    """Per line: it comes from one of `files` and its transcription has no vowel marks."""
+    if not files or not _is_paths(samples):
+        return [False] * len(texts)
+    chosen = {Path(f).resolve() for f in files}
+    rows = [f.resolve() in chosen for f in _parquet_files(samples) for _ in range(pq.ParquetFile(f).metadata.num_rows)]
+    return [flag and not has_tashkeel(text or "") for flag, text in zip(rows, texts)]
+
+
+class MarkFreeLabels(list):
+    """Label ids of a line trained with vowel marks optional (a list; the type carries the flag to the batch)."""
+
+
 def load_samples(samples: Samples) -> tuple[Sequence, list[str], list[int] | None, list[int] | None]:
     """(images, texts, widths or None, heights or None) from pairs, an Arrow table or Parquet paths."""
-    if isinstance(samples, (str, Path)) or (
-        isinstance(samples, (list, tuple)) and samples and isinstance(samples[0], (str, Path))
-    ):
-        paths = [Path(p) for p in ([samples] if isinstance(samples, (str, Path)) else samples)]
-        files = [f for p in paths for f in (sorted(p.glob("*.parquet")) if p.is_dir() else [p])]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing or not files:
-            raise ModelError(
-                f"no Parquet files at {missing or [str(p) for p in paths]}; pass files or folders of *.parquet"
-            )
+    if _is_paths(samples):
         tables = []
-        for f in files:
+        for f in _parquet_files(samples):
             names = set(pq.read_schema(f).names)
             tables.append(pq.read_table(f, columns=[c for c in ("image", "text", "width", "height") if c in names]))
         samples = pa.concat_tables(tables, promote_options="default")
@@ -223,7 +246,10 @@ def _pad_labels(labels: list[list[int]]) -> dict[str, torch.Tensor]:
     padded = torch.zeros((len(labels), max(1, int(lengths.max()))), dtype=torch.long)
     for i, lab in enumerate(labels):
         padded[i, : len(lab)] = torch.tensor(lab, dtype=torch.long)
-    return {"labels": padded, "label_lengths": lengths}
+    out = {"labels": padded, "label_lengths": lengths}
+    if any(isinstance(lab, MarkFreeLabels) for lab in labels):
+        out["marks_optional"] = torch.tensor([isinstance(lab, MarkFreeLabels) for lab in labels])
+    return out
 
 
 class CachedFeatures(Dataset):
@@ -283,11 +309,12 @@ class _TopOnFeatures(torch.nn.Module):
         self.model, self.split = model, split
 
     def forward(self, pixel_values: torch.Tensor, widths: torch.Tensor, labels: torch.Tensor,
-                label_lengths: torch.Tensor) -> CompactOCROutput:
+                label_lengths: torch.Tensor, marks_optional: torch.Tensor | None = None) -> CompactOCROutput:
         hidden = self.model.run_blocks(pixel_values, widths, self.split)
         logits, lengths = self.model.head(hidden, widths)
-        return CompactOCROutput(loss=self.model.ctc_loss(logits, lengths, labels, label_lengths), logits=logits,
-                                output_lengths=lengths)
+        loss = self.model.ctc_loss(logits, lengths, labels, label_lengths, marks_optional,
+                                   self.model.mark_ids(marks_optional))
+        return CompactOCROutput(loss=loss, logits=logits, output_lengths=lengths)
 
 
 class BucketBatchSampler:
@@ -537,9 +564,11 @@ class _Subset:
 
 
 def _prepare_split(
-    samples: Samples, codec: Codec, config: CompactOCRConfig, augment: bool, seed: int, limit: int | None = None
+    samples: Samples, codec: Codec, config: CompactOCRConfig, augment: bool, seed: int, limit: int | None = None,
+    marks_optional: Sequence[str] = (),
 ):
     images, texts, widths, heights = load_samples(samples)
+    optional = _marks_optional_rows(samples, texts, marks_optional)
     if limit is not None:
         images, texts = _Subset(images, list(range(min(limit, len(texts))))), texts[:limit]
         widths, heights = (widths[:limit] if widths else None), (heights[:limit] if heights else None)
@@ -551,6 +580,7 @@ def _prepare_split(
     scaled = [max(1, round(w * config.input_height / max(h, 1))) for w, h in zip(widths, heights)]
     frames = [math.ceil(w / config.width_reduction) * config.frame_split for w in scaled]
     keep, labels, stats, skipped = _encode_all(codec, texts, frames)
+    labels = [MarkFreeLabels(lab) if optional[i] else lab for i, lab in zip(keep, labels)]
     widths = [scaled[i] for i in keep]
     dataset = LineDataset(_Subset(images, keep), labels, widths, config.input_height, augment=augment, seed=seed)
     return dataset, [normalize(texts[i] or "") for i in keep], stats, skipped
@@ -601,7 +631,11 @@ def train_compact(
         )
     codec = Codec.from_config(base.config)
 
-    train_set, _, stats, skipped = _prepare_split(train_samples, codec, base.config, options.augment, config.seed)
+    train_set, _, stats, skipped = _prepare_split(train_samples, codec, base.config, options.augment, config.seed,
+                                                  marks_optional=options.marks_optional)
+    if options.marks_optional and ctx.main:
+        flagged = sum(isinstance(lab, MarkFreeLabels) for lab in train_set.labels)
+        logger.info("%d of %d training lines train with vowel marks optional", flagged, len(train_set))
     if len(train_set) == 0:
         raise ModelError("no trainable lines: every sample was too long for its width or the set is empty")
     if skipped and ctx.main:
@@ -838,6 +872,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--augment", action="store_true")
+    parser.add_argument("--marks-optional", default="",
+                        help="comma-separated Parquet files of real lines whose transcription drops printed vowel marks")
     parser.add_argument("--val-max-lines", type=int)
     parser.add_argument("--log-every", type=int, default=CompactTrainOptions.log_every)
     parser.add_argument("--model-config", default="{}", help='JSON CompactOCRConfig overrides, e.g. {"num_layers": 6}')
@@ -862,6 +898,7 @@ def main(argv: list[str] | None = None) -> int:
         augment=args.augment,
         val_max_lines=args.val_max_lines,
         log_every=args.log_every,
+        marks_optional=tuple(_split_paths(args.marks_optional) or ()),
     )
     model = None
     if args.init:
