@@ -4,7 +4,10 @@ The font (ocr_assets.training.pretrain.HELDOUT_FONTS, Scheherazade) never appear
 here with a seed the pretraining never used. Ours (the shipped model, CPU) beside Tesseract --psm 13, same files.
 
     .venv/bin/python benchmarks/vocalised.py [--lines 200] [--model NAME=DIR ...] [--faces Scheherazade,Amiri,...]
-        [--text quran|arramooz]
+        [--text quran|synthetic|arramooz]
+
+`--text quran`: the Qurʾān text the model trained on (the line sampler without its generated pseudo-words), an
+unseen seed. `--text synthetic`: the training sampler as it is (30 % of lines mostly generated pseudo-words).
 
 `--text arramooz`: a text source held out of all training — lines of 6-10 fully vocalised words drawn from the
 Arramooz Arabic dictionary (nouns and verbs as the dictionary vowels them; GPL; `pip install arramooz-pysqlite`,
@@ -25,7 +28,8 @@ from peers import tesseract_many, tesseract_version  # noqa: E402
 
 from ocr_assets import metrics  # noqa: E402
 from ocr_assets.synth.fonts import discover_fonts  # noqa: E402
-from ocr_assets.synth.lines import iter_synthetic_lines  # noqa: E402
+from ocr_assets.synth.lines import iter_synthetic_lines, use_sampler  # noqa: E402
+from ocr_assets.synth.text import LineSampler  # noqa: E402
 from ocr_assets.models.resolve import load_recognizer  # noqa: E402
 from ocr_assets.training.pretrain import HELDOUT_FONTS  # noqa: E402
 
@@ -98,9 +102,12 @@ def main() -> None:
     ap.add_argument("--faces", default=",".join(HELDOUT_FONTS[:1]),
                     help="comma-separated font families or names, one table row each (default: the held-out face)")
     ap.add_argument("--skip-tesseract", action="store_true")
-    ap.add_argument("--text", choices=("quran", "arramooz"), default="quran",
-                    help="quran: the training text source (an unseen seed); arramooz: a text source held out of all training")
+    ap.add_argument("--text", choices=("quran", "synthetic", "arramooz"), default="quran",
+                    help="quran: the training text source (an unseen seed); synthetic: the training sampler with its "
+                         "pseudo-words; arramooz: a text source held out of all training")
     args = ap.parse_args()
+    if args.text == "quran":
+        use_sampler(LineSampler(pattern_share=0.0))
     models = dict(m.split("=", 1) for m in (args.model or ["ours (shipped compact)=default"]))
     installed = discover_fonts()
     held_out = {f.name for f in installed if f.name in HELDOUT_FONTS or f.family in HELDOUT_FONTS}
@@ -125,8 +132,9 @@ def main() -> None:
             for face, role, paths, refs in faces:
                 tess, _ = tesseract_many(paths, psm=13)
                 rows.append((face, role, f"Tesseract ara ({tesseract_version()} --psm 13)", metrics.score(refs, tess)))
-    source = ("Arramooz dictionary words (a text source held out of all training)" if args.text == "arramooz"
-              else "the synthetic line sampler's (the training text source)")
+    source = {"arramooz": "Arramooz dictionary words (a text source held out of all training)",
+              "quran": "the Qurʾān text of the synthetic line sampler (the training text source)",
+              "synthetic": "the synthetic line sampler's, pseudo-words included (the training text sources)"}[args.text]
     print(f"Vocalised lines (every letter vowelled), {args.lines} lines per face, seed {args.seed}; the text is "
           f"{source}\n")
     print("| face | face in training? | system | CER (tashkeel kept) | CER_norm | WER |")

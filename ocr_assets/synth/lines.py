@@ -306,6 +306,11 @@ def _sampler() -> LineSampler:
     return _SAMPLER[0]
 
 
+def use_sampler(sampler: LineSampler) -> None:
+    """Draw this process's synthetic line texts from `sampler` (a benchmark's text mix; training keeps the default)."""
+    _SAMPLER[:] = [sampler]
+
+
 # Honorific ligatures as classical prints set them (one glyph), drawn where the font has the glyph; the label is
 # the Unicode ligature, so a model learns one label per glyph and a book's expansion is applied on output
 # (ocr_assets.models.conventions). «ﷲ» is left out: fonts draw «الله» with the same ligature, one image two labels.
