@@ -9,9 +9,11 @@ import json
 import math
 
 import pyarrow as pa
+import pytest
 import pyarrow.parquet as pq
 import torch
 
+from ocr_assets.models.base import ModelError
 from ocr_assets.models.compact import CompactOCRModel
 from ocr_assets.models.compact.codec import Codec
 from ocr_assets.models.compact.train import MarkFreeLabels, _prepare_split, collate_batch, main
@@ -76,8 +78,15 @@ def test_the_flag_travels_from_the_named_files_mark_free_lines_to_the_batch_and_
     assert flags == [True, False, True, False, False, True, False, True], list(zip(texts, flags))
     batch = collate_batch([dataset[i] for i in range(len(dataset))])
     assert batch["marks_optional"].tolist() == flags
-    out = model(**batch)
-    assert torch.isfinite(out.loss)
+    assert model.mark_ids(batch["marks_optional"]).tolist() == codec.encode(FATHA)  # the codec's id for the mark
+    model.eval()
+    with torch.no_grad():
+        flagged = model(**batch).loss
+        plain = model(**{k: v for k, v in batch.items() if k != "marks_optional"}).loss
+    # An untrained model gives the mark some probability on every frame: counted as blank, flagged lines cost less.
+    assert torch.isfinite(flagged) and flagged < plain - 1e-3, (float(flagged), float(plain))
+    with pytest.raises(ModelError, match="not training files"):  # a folder or a typo must not silently do nothing
+        _prepare_split([str(real)], codec, model.config, False, 0, marks_optional=[str(tmp_path)])
     unflagged = collate_batch([dataset[i] for i in (1, 3, 4)])
     assert "marks_optional" not in unflagged  # batches without such lines are exactly as before
 

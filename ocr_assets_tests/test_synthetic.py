@@ -1,5 +1,6 @@
 import io
 import random
+import re
 import shutil
 
 import numpy as np
@@ -111,8 +112,16 @@ def test_pattern_words_are_vocalised_pseudo_words_outside_the_quran_vocabulary()
     for word in words:
         assert word == normalize(word) and set(word) <= allowed and has_tashkeel(word), word
         bare = strip_tashkeel(word)
-        assert "ة" not in bare[:-1] and not bare.startswith("الا" + "ِ"), word  # open tāʾ before suffixes
-    assert "الِا" in "".join(words) and "لِل" in "".join(words)  # hamzat al-wasl after the article; li + al-
+        assert "ة" not in bare[:-1], word  # tāʾ marbūṭa is written open before a suffix
+        assert not re.search("(.)\u0652\\1", word) and "للل" not in bare, word  # doubled letters take shadda
+        assert not re.search("اء[\u064b-\u064d]", word), word  # فُعَلَاء takes no tanwīn
+        assert not word.endswith("\u0650هُمْ"), word  # the pronoun's u turns i after an i (ـِهِمْ)
+    joined = "".join(words)
+    assert "الِا" in joined and "الْاِ" not in joined  # hamzat al-wasl after the article: kasra on the lam
+    more = [corpus.pattern_word(rng) for _ in range(20000)]
+    # li + al- (and before a lam-initial stem one lam fewer: لِلَّيْلِ, never three lams)
+    assert "لِلْ" in joined and any(w.startswith("لِلَّ") for w in more)
+    assert not any("للل" in strip_tashkeel(w) for w in more)
     assert len({strip_tashkeel(w) for w in words}) > 1800  # a new vocabulary, not a few words
     assert np.mean([strip_tashkeel(w) in quran for w in words]) < 0.05  # the model cannot recall them
     sampler = corpus.LineSampler()

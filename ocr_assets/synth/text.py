@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import functools
 import random
+import re
 import unicodedata
 
 from ocr_assets.text import normalize, strip_tashkeel
@@ -155,7 +156,9 @@ _SUFFIXES = ("هُ", "هَا", "هُمْ", "كَ", "نَا", "هِ", "كُمْ")
 def _root(rng: random.Random) -> str:
     while True:
         root = "".join(rng.choice(_ROOT_LETTERS) for _ in range(3))
-        if root[0] != root[1]:  # Arabic roots never repeat their first two consonants
+        # Arabic roots never repeat their first two consonants; doubled roots (C2 = C3) contract in most patterns,
+        # which these patterns do not model, so they are left out.
+        if root[0] != root[1] and root[1] != root[2]:
             return root
 
 
@@ -181,24 +184,41 @@ def pattern_word(rng: random.Random) -> str:
         clitic = rng.choice(_PROCLITICS)
         if clitic in ("بِ", "لِ", "كَ"):
             word = word[:-1] + "\u0650"  # genitive after a preposition
-        if clitic == "لِ":
-            return normalize("لِ" + word[1:])  # li + al- drops the article's alef
-        return normalize(clitic + word)
+        if clitic == "لِ":  # li + al- drops the article's alef, and its lam too before a lam (لِلَّيْلِ)
+            return _finish("لِ" + (word[2:] if first == "ل" else word[1:]))
+        return _finish(clitic + word)
     if roll < 0.7:  # indefinite with tanwīn (the accusative on a seat alef unless the stem ends in tāʾ marbūṭa/hamza)
         clitic = rng.choice(_PROCLITICS)
-        tanwin = "\u064d" if clitic in ("بِ", "لِ", "كَ") else rng.choice(("\u064c", "\u064d", "\u064b"))
+        genitive = clitic in ("بِ", "لِ", "كَ")
+        if stem.endswith("اء"):  # فُعَلَاء is a diptote: no tanwīn, one short vowel (fatha for the genitive)
+            return _with_clitic(clitic, stem + ("\u064e" if genitive else rng.choice(("\u064f", "\u064e"))))
+        tanwin = "\u064d" if genitive else rng.choice(("\u064c", "\u064d", "\u064b"))
         word = stem + tanwin + ("ا" if tanwin == "\u064b" and stem[-1] not in "ةء" else "")
         return _with_clitic(clitic, word)
     if stem.endswith("ة"):  # tāʾ marbūṭa is written open before a suffix
         stem = stem[:-1] + "ت"
-    return _with_clitic(rng.choice(_PROCLITICS), stem + case + rng.choice(_SUFFIXES))  # construct with a pronoun
+    clitic = rng.choice(_PROCLITICS)
+    if clitic in ("بِ", "لِ", "كَ"):
+        case = "\u0650"
+    suffix = rng.choice(_SUFFIXES)
+    if case == "\u0650" and suffix.startswith("هُ"):  # the pronoun's u turns i after an i (بِكِتَابِهِ, ـِهِمْ)
+        suffix = "هِ" + suffix[2:]
+    return _with_clitic(clitic, stem + case + suffix)  # construct with a pronoun
 
 
 def _with_clitic(clitic: str, word: str) -> str:
     """A proclitic before a word; an initial hamzat al-wasl (اِ) loses its kasra after it."""
     if clitic and word.startswith("اِ"):
         word = "ا" + word[2:]
-    return normalize(clitic + word)
+    return _finish(clitic + word)
+
+
+_DOUBLED = re.compile("([\u0621-\u064a])\u0652\\1")
+
+
+def _finish(word: str) -> str:
+    """A consonant with sukun before the same consonant is written once with shadda (اِتِّصَال, أَمِنَّا)."""
+    return normalize(_DOUBLED.sub("\\1\u0651", word))
 
 
 class LineSampler:

@@ -135,7 +135,12 @@ def _marks_optional_rows(samples: Samples, texts: Sequence[str], files: Sequence
     if not files or not _is_paths(samples):
         return [False] * len(texts)
     chosen = {Path(f).resolve() for f in files}
-    rows = [f.resolve() in chosen for f in _parquet_files(samples) for _ in range(pq.ParquetFile(f).metadata.num_rows)]
+    listed = _parquet_files(samples)
+    unknown = chosen - {f.resolve() for f in listed}
+    if unknown:
+        raise ModelError(f"--marks-optional names {sorted(map(str, unknown))}, which are not training files; "
+                         "name Parquet files exactly as --train lists them")
+    rows = [f.resolve() in chosen for f in listed for _ in range(pq.ParquetFile(f).metadata.num_rows)]
     return [flag and not has_tashkeel(text or "") for flag, text in zip(rows, texts)]
 
 
