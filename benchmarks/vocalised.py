@@ -29,7 +29,7 @@ from peers import tesseract_many, tesseract_version  # noqa: E402
 from ocr_assets import metrics  # noqa: E402
 from ocr_assets.synth.fonts import discover_fonts  # noqa: E402
 from ocr_assets.synth.lines import iter_synthetic_lines, use_sampler  # noqa: E402
-from ocr_assets.synth.text import LineSampler  # noqa: E402
+from ocr_assets.synth.text import PATTERN_SHARE, LineSampler  # noqa: E402
 from ocr_assets.models.resolve import load_recognizer  # noqa: E402
 from ocr_assets.training.pretrain import HELDOUT_FONTS  # noqa: E402
 
@@ -106,8 +106,7 @@ def main() -> None:
                     help="quran: the training text source (an unseen seed); synthetic: the training sampler with its "
                          "pseudo-words; arramooz: a text source held out of all training")
     args = ap.parse_args()
-    if args.text == "quran":
-        use_sampler(LineSampler(pattern_share=0.0))
+    use_sampler(LineSampler(pattern_share=PATTERN_SHARE if args.text == "synthetic" else 0.0))
     models = dict(m.split("=", 1) for m in (args.model or ["ours (shipped compact)=default"]))
     installed = discover_fonts()
     held_out = {f.name for f in installed if f.name in HELDOUT_FONTS or f.family in HELDOUT_FONTS}

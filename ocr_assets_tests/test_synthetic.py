@@ -124,7 +124,8 @@ def test_pattern_words_are_vocalised_pseudo_words_outside_the_quran_vocabulary()
     assert not any("للل" in strip_tashkeel(w) for w in more)
     assert len({strip_tashkeel(w) for w in words}) > 1800  # a new vocabulary, not a few words
     assert np.mean([strip_tashkeel(w) in quran for w in words]) < 0.05  # the model cannot recall them
-    sampler = corpus.LineSampler()
+    assert corpus.LineSampler().pattern_share == 0  # other streams (dev data, pages) stay the Qurʾān text
+    sampler = corpus.LineSampler(pattern_share=corpus.PATTERN_SHARE)  # the pretraining recipe's mix
     lines = [strip_tashkeel(sampler.sample(random.Random(k), vocalised=False)) for k in range(400)]
     novel = [ln for ln in lines if np.mean([w.strip("،.؛:؟!«»()[]") in quran for w in ln.split()]) < 0.5]
     assert 0.15 < len(novel) / len(lines) < 0.5  # about pattern_share of the lines are mostly pseudo-words

@@ -137,6 +137,7 @@ def _extra_token(rng: random.Random) -> str:
 # consonants in a vocalised pattern, with the article, proclitics, case endings and pronoun suffixes). They look and
 # are vocalised like classical words but are not the Qurʾān's vocabulary, so a model must read the glyphs instead
 # of recalling words. Written for this project; 1, 2, 3 stand for the root's consonants.
+PATTERN_SHARE = 0.3  # share of pseudo-word lines in the GPU pretraining recipe (`pretrain render --pattern-share`)
 _ROOT_LETTERS = "بتثجحخدذرزسشصضطظعغفقكلمنه"
 _SUN_LETTERS = set("تثدذرزسشصضطظلن")
 _VERB_PATTERNS = (
@@ -225,10 +226,12 @@ class LineSampler:
     """Draws book-like lines from the corpus: 35–90 characters (12–35 for paragraph ends), cut at words."""
 
     def __init__(self, words: tuple[str, ...] | None = None, vocab: tuple[str, ...] | None = None,
-                 pattern_share: float = 0.3):
+                 pattern_share: float = 0.0):
         self.words = words if words is not None else vocalised_words()
         self.vocab = vocab if vocab is not None else vocabulary()
-        self.pattern_share = pattern_share  # lines drawn mostly from generated pseudo-words (see pattern_word)
+        # Share of lines drawn mostly from generated pseudo-words (pattern_word). 0 (the default) draws nothing extra
+        # from the rng, so every other stream (dev datasets, synthetic pages, tests) is what it was before them.
+        self.pattern_share = pattern_share
 
     def _target_length(self, rng: random.Random) -> int:
         # Paragraph-final lines are short; full lines fill a book measure of 35–90 characters.

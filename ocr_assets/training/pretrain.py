@@ -17,6 +17,7 @@ from typing import Callable
 
 from ocr_assets.errors import ConfigError
 from ocr_assets.settings import PretrainSettings
+from ocr_assets.synth.text import PATTERN_SHARE
 
 # Scheherazade (SIL) is a Naskh book face with full tashkeel support: kept out of training so the vocalised
 # benchmark reads a face the model never saw.
@@ -24,9 +25,14 @@ HELDOUT_FONTS = ("Scheherazade-Regular", "Scheherazade-Bold", "Scheherazade New"
 
 
 def render(out: Path, count: int, seed: int, workers: int, vocalised_fraction: float, exclude: tuple[str, ...],
-           only: tuple[str, ...] = ()) -> dict:
+           only: tuple[str, ...] = (), pattern_share: float = 0.0) -> dict:
     from ocr_assets.synth.fonts import discover_fonts, select_fonts
-    from ocr_assets.synth.lines import render_shard
+    from ocr_assets.synth.lines import render_shard, use_sampler
+    from ocr_assets.synth.text import LineSampler
+
+    if not 0.0 <= pattern_share <= 1.0:
+        raise ConfigError(f"pattern share {pattern_share} must be between 0 and 1")
+    use_sampler(LineSampler(pattern_share=pattern_share))
 
     fonts = discover_fonts()
     if only:
@@ -111,11 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--vocalised-fraction", type=float, default=0.5)
     r.add_argument("--exclude-fonts", default=",".join(HELDOUT_FONTS), help="comma-separated names/families ('' keeps all)")
     r.add_argument("--only-fonts", default="", help="comma-separated: render with these fonts only (held-out sets)")
+    r.add_argument("--pattern-share", type=float, default=PATTERN_SHARE,
+                   help="share of lines made mostly of generated pseudo-words (the second text source; 0: Qurʾān text only)")
     args = parser.parse_args(argv)
     if args.verb == "render":
         exclude = tuple(x for x in args.exclude_fonts.split(",") if x)
         only = tuple(x for x in args.only_fonts.split(",") if x)
-        render(Path(args.out), args.count, args.seed, args.workers, args.vocalised_fraction, exclude, only)
+        render(Path(args.out), args.count, args.seed, args.workers, args.vocalised_fraction, exclude, only,
+               args.pattern_share)
     return 0
 
 
