@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from ocr_assets.errors import ConfigError
 from ocr_assets.synth import text as corpus
 from ocr_assets.synth import fonts
 from ocr_assets.synth import lines as synthetic
@@ -125,6 +126,8 @@ def test_pattern_words_are_vocalised_pseudo_words_outside_the_quran_vocabulary()
     assert len({strip_tashkeel(w) for w in words}) > 1800  # a new vocabulary, not a few words
     assert np.mean([strip_tashkeel(w) in quran for w in words]) < 0.05  # the model cannot recall them
     assert corpus.LineSampler().pattern_share == 0  # other streams (dev data, pages) stay the Qurʾān text
+    with pytest.raises(ConfigError, match="pattern share"):
+        corpus.LineSampler(pattern_share=1.5)
     sampler = corpus.LineSampler(pattern_share=corpus.PATTERN_SHARE)  # the pretraining recipe's mix
     lines = [strip_tashkeel(sampler.sample(random.Random(k), vocalised=False)) for k in range(400)]
     novel = [ln for ln in lines if np.mean([w.strip("،.؛:؟!«»()[]") in quran for w in ln.split()]) < 0.5]

@@ -15,6 +15,7 @@ import random
 import re
 import unicodedata
 
+from ocr_assets.errors import ConfigError
 from ocr_assets.text import normalize, strip_tashkeel
 
 ATTRIBUTION = (
@@ -231,6 +232,8 @@ class LineSampler:
         self.vocab = vocab if vocab is not None else vocabulary()
         # Share of lines drawn mostly from generated pseudo-words (pattern_word). 0 (the default) draws nothing extra
         # from the rng, so every other stream (dev datasets, synthetic pages, tests) is what it was before them.
+        if not 0.0 <= pattern_share <= 1.0:
+            raise ConfigError(f"pattern share {pattern_share} must be between 0 and 1")
         self.pattern_share = pattern_share
 
     def _target_length(self, rng: random.Random) -> int:

@@ -30,8 +30,6 @@ def render(out: Path, count: int, seed: int, workers: int, vocalised_fraction: f
     from ocr_assets.synth.lines import render_shard, use_sampler
     from ocr_assets.synth.text import LineSampler
 
-    if not 0.0 <= pattern_share <= 1.0:
-        raise ConfigError(f"pattern share {pattern_share} must be between 0 and 1")
     use_sampler(LineSampler(pattern_share=pattern_share))
 
     fonts = discover_fonts()

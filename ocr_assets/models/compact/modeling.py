@@ -20,8 +20,9 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from ocr_assets.models.compact.codec import Codec
 from ocr_assets.models.compact.config import BLANK_ID, CompactOCRConfig
-from ocr_assets.models.compact.labels import SPECIAL_LABELS
+from ocr_assets.models.compact.labels import UNK_ID
 from ocr_assets.text import TASHKEEL
 
 # What LoRA adapts by default (peft matches these as name suffixes): the encoder's Linear layers and the
@@ -239,16 +240,19 @@ class CompactOCRModel(PreTrainedModel):
         hidden, lengths = self.embed(pixel_values, widths)
         hidden = self.run_blocks(hidden, lengths)
         logits, lengths = self.head(hidden, lengths)
-        loss = None
-        if labels is not None:
-            loss = self.ctc_loss(logits, lengths, labels, label_lengths, marks_optional, self.mark_ids(marks_optional))
+        loss = self.loss(logits, lengths, labels, label_lengths, marks_optional) if labels is not None else None
         return CompactOCROutput(loss=loss, logits=logits, output_lengths=lengths)
+
+    def loss(self, logits: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
+             label_lengths: torch.Tensor | None, marks_optional: torch.Tensor | None = None) -> torch.Tensor:
+        """ctc_loss with this model's vowel-mark labels for the lines flagged in marks_optional."""
+        return self.ctc_loss(logits, lengths, labels, label_lengths, marks_optional, self.mark_ids(marks_optional))
 
     def mark_ids(self, marks_optional: torch.Tensor | None = None) -> torch.Tensor | None:
         """Label ids of the vowel marks (tashkeel) in this model's alphabet; None when no line needs them."""
         if marks_optional is None or not bool(marks_optional.any()):
             return None
-        ids = [i + len(SPECIAL_LABELS) for i, ch in enumerate(self.config.alphabet) if ch in TASHKEEL]  # as Codec
+        ids = sorted({i for i in Codec(self.config.alphabet).encode(TASHKEEL) if i != UNK_ID})
         return torch.tensor(ids, dtype=torch.long, device=marks_optional.device) if ids else None
 
     # forward = embed -> run_blocks -> head. Split so a fine-tune can freeze the lower part, compute its output once

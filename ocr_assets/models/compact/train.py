@@ -317,9 +317,8 @@ class _TopOnFeatures(torch.nn.Module):
                 label_lengths: torch.Tensor, marks_optional: torch.Tensor | None = None) -> CompactOCROutput:
         hidden = self.model.run_blocks(pixel_values, widths, self.split)
         logits, lengths = self.model.head(hidden, widths)
-        loss = self.model.ctc_loss(logits, lengths, labels, label_lengths, marks_optional,
-                                   self.model.mark_ids(marks_optional))
-        return CompactOCROutput(loss=loss, logits=logits, output_lengths=lengths)
+        return CompactOCROutput(loss=self.model.loss(logits, lengths, labels, label_lengths, marks_optional),
+                                logits=logits, output_lengths=lengths)
 
 
 class BucketBatchSampler:
