@@ -133,6 +133,25 @@ def test_pattern_words_are_vocalised_pseudo_words_outside_the_quran_vocabulary()
     novel = [ln for ln in lines if np.mean([w.strip("،.؛:؟!«»()[]") in quran for w in ln.split()]) < 0.5]
     assert 0.15 < len(novel) / len(lines) < 0.5  # about pattern_share of the lines are mostly pseudo-words
 
+
+def test_spaced_share_sets_quotes_and_brackets_with_inner_spaces_and_leaves_the_default_stream_alone():
+    draws = lambda sampler: [sampler.sample(random.Random(k), vocalised=False) for k in range(600)]  # noqa: E731
+    default = draws(corpus.LineSampler())
+    assert default == draws(corpus.LineSampler(spaced_share=0.0))  # 0 draws nothing extra from the rng
+    assert not any(re.search(r"« |\( | \)| »", ln) for ln in default)  # «word», (word) as before
+    spaced = draws(corpus.LineSampler(spaced_share=1.0))
+    quoted = [ln for ln in spaced if "«" in ln or "(" in ln]
+    assert len(quoted) > 60
+    for line in quoted:
+        assert not re.search(r"«\S|\S»|\((?!\d)\S|[^\d\s]\)", line), line  # a space inside every quote and bracket
+    assert any("و« " in ln for ln in spaced)  # the conjunction glued to the quote, as such editions print it
+    mixed = draws(corpus.LineSampler(spaced_share=corpus.SPACED_SHARE))
+    with_quotes = [ln for ln in mixed if "«" in ln]
+    share = np.mean(["« " in ln for ln in with_quotes])
+    assert 0.15 < share < 0.5, share  # about SPACED_SHARE of the lines with quotes
+    with pytest.raises(ConfigError, match="spaced share"):
+        corpus.LineSampler(spaced_share=-0.1)
+
 # --- rendering -----------------------------------------------------------------------------------
 
 

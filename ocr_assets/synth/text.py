@@ -139,6 +139,10 @@ def _extra_token(rng: random.Random) -> str:
 # are vocalised like classical words but are not the Qurʾān's vocabulary, so a model must read the glyphs instead
 # of recalling words. Written for this project; 1, 2, 3 stand for the root's consonants.
 PATTERN_SHARE = 0.3  # share of pseudo-word lines in the GPU pretraining recipe (`pretrain render --pattern-share`)
+# Share of lines set the way some editions set quotes and brackets: a space inside them, « word » and ( word ), where
+# others glue them, «word» (IbnQutayba.Adab writes « » spaced 95 % of the time, Jahiz.Hayawan ( ) 21 %). The GPU
+# recipe's value (`pretrain render --spaced-share`); without such lines a model learns to drop those spaces.
+SPACED_SHARE = 0.3
 _ROOT_LETTERS = "بتثجحخدذرزسشصضطظعغفقكلمنه"
 _SUN_LETTERS = set("تثدذرزسشصضطظلن")
 _VERB_PATTERNS = (
@@ -227,14 +231,17 @@ class LineSampler:
     """Draws book-like lines from the corpus: 35–90 characters (12–35 for paragraph ends), cut at words."""
 
     def __init__(self, words: tuple[str, ...] | None = None, vocab: tuple[str, ...] | None = None,
-                 pattern_share: float = 0.0):
+                 pattern_share: float = 0.0, spaced_share: float = 0.0):
         self.words = words if words is not None else vocalised_words()
         self.vocab = vocab if vocab is not None else vocabulary()
         # Share of lines drawn mostly from generated pseudo-words (pattern_word). 0 (the default) draws nothing extra
         # from the rng, so every other stream (dev datasets, synthetic pages, tests) is what it was before them.
-        if not 0.0 <= pattern_share <= 1.0:
-            raise ConfigError(f"pattern share {pattern_share} must be between 0 and 1")
+        # Likewise spaced_share (SPACED_SHARE): 0 draws nothing extra.
+        for name, share in (("pattern share", pattern_share), ("spaced share", spaced_share)):
+            if not 0.0 <= share <= 1.0:
+                raise ConfigError(f"{name} {share} must be between 0 and 1")
         self.pattern_share = pattern_share
+        self.spaced_share = spaced_share
 
     def _target_length(self, rng: random.Random) -> int:
         # Paragraph-final lines are short; full lines fill a book measure of 35–90 characters.
@@ -266,6 +273,8 @@ class LineSampler:
     def _decorate(self, words: list[str], rng: random.Random) -> list[str]:
         """Insert punctuation, quotes, brackets, footnote markers and numbers at word boundaries."""
         space_before = rng.random() < 0.3  # some editions set " ، " and " : " with spaces both sides
+        # « word » / ( word ) instead of «word» / (word); "و«" glued as such editions print it.
+        gap = " " if self.spaced_share and rng.random() < self.spaced_share else ""
         tokens: list[str] = []
         quote_open = False
         for word in words:
@@ -273,11 +282,12 @@ class LineSampler:
             if roll < 0.015:
                 tokens.append(_extra_token(rng))
             elif roll < 0.045 and not quote_open:
-                word, quote_open = "«" + word, True
+                opening = "و«" if gap and rng.random() < 0.3 else "«"
+                word, quote_open = opening + gap + word, True
             elif roll < 0.08 and quote_open:
-                word, quote_open = word + "»", False
+                word, quote_open = word + gap + "»", False
             elif roll < 0.09:
-                word = f"({word})" if rng.random() < 0.6 else f"[{word}]"
+                word = f"({gap}{word}{gap})" if rng.random() < 0.6 else f"[{gap}{word}{gap}]"
             elif roll < 0.1:
                 tokens.append(rng.choice(_DASHES))
             if rng.random() < 0.015:
@@ -290,7 +300,7 @@ class LineSampler:
                 else:
                     tokens[-1] += mark
         if quote_open:
-            tokens[-1] += "»"
+            tokens[-1] += gap + "»"
         return tokens
 
     def sample(self, rng: random.Random, vocalised: bool) -> str:

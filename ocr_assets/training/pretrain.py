@@ -17,7 +17,7 @@ from typing import Callable
 
 from ocr_assets.errors import ConfigError
 from ocr_assets.settings import PretrainSettings
-from ocr_assets.synth.text import PATTERN_SHARE
+from ocr_assets.synth.text import PATTERN_SHARE, SPACED_SHARE
 
 # Scheherazade (SIL) is a Naskh book face with full tashkeel support: kept out of training so the vocalised
 # benchmark reads a face the model never saw.
@@ -25,12 +25,13 @@ HELDOUT_FONTS = ("Scheherazade-Regular", "Scheherazade-Bold", "Scheherazade New"
 
 
 def render(out: Path, count: int, seed: int, workers: int, vocalised_fraction: float, exclude: tuple[str, ...],
-           only: tuple[str, ...] = (), pattern_share: float = 0.0) -> dict:
+           only: tuple[str, ...] = (), pattern_share: float = 0.0,
+           spaced_share: float = 0.0) -> dict:
     from ocr_assets.synth.fonts import discover_fonts, select_fonts
     from ocr_assets.synth.lines import render_shard, use_sampler
     from ocr_assets.synth.text import LineSampler
 
-    use_sampler(LineSampler(pattern_share=pattern_share))
+    use_sampler(LineSampler(pattern_share=pattern_share, spaced_share=spaced_share))
 
     fonts = discover_fonts()
     if only:
@@ -117,12 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--only-fonts", default="", help="comma-separated: render with these fonts only (held-out sets)")
     r.add_argument("--pattern-share", type=float, default=PATTERN_SHARE,
                    help="share of lines made mostly of generated pseudo-words (the second text source; 0: Qurʾān text only)")
+    r.add_argument("--spaced-share", type=float, default=SPACED_SHARE,
+                   help="share of lines that set quotes and brackets with inner spaces, « word » (0: always «word»)")
     args = parser.parse_args(argv)
     if args.verb == "render":
         exclude = tuple(x for x in args.exclude_fonts.split(",") if x)
         only = tuple(x for x in args.only_fonts.split(",") if x)
         render(Path(args.out), args.count, args.seed, args.workers, args.vocalised_fraction, exclude, only,
-               args.pattern_share)
+               args.pattern_share, args.spaced_share)
     return 0
 
 
