@@ -81,11 +81,14 @@ def score_by_group(refs: Sequence[str], hyps: Sequence[str], groups: Sequence[st
     return out
 
 
-def char_confusions(refs: Sequence[str], hyps: Sequence[str], top: int = 20) -> list[tuple[str, str, int]]:
-    """Most frequent (reference char, hypothesis char) substitutions; '' marks insertions/deletions."""
+def char_confusions(refs: Sequence[str], hyps: Sequence[str], top: int | None = 20,
+                    keep_marks: bool = False) -> list[tuple[str, str, int]]:
+    """Most frequent (reference char, hypothesis char) substitutions; '' marks insertions/deletions.
+    `keep_marks`: on normalized text with tashkeel (CER's view) instead of CER_norm's; `top=None`: every pair."""
     counts: dict[tuple[str, str], int] = defaultdict(int)
+    view = normalize if keep_marks else strip_tashkeel
     for r, h in zip(refs, hyps, strict=True):
-        r, h = strip_tashkeel(r), strip_tashkeel(h)
+        r, h = view(r), view(h)
         for op in Levenshtein.editops(r, h):
             if op.tag == "replace":
                 counts[(r[op.src_pos], h[op.dest_pos])] += 1

@@ -35,6 +35,14 @@ def test_confusions_report_substitutions():
     assert conf[0] == ("ب", "ن", 2)
 
 
+def test_confusions_with_marks_kept_count_mark_and_space_edits():
+    refs, hyps = ["كتب « الحيوان »"], ["كَتَبَ « الحيوان»"]
+    assert metrics.char_confusions(refs, hyps) == [(" ", "", 1)]  # CER_norm's view: marks are not edits
+    kept = metrics.char_confusions(refs, hyps, top=None, keep_marks=True)
+    assert dict(((a, b), n) for a, b, n in kept) == {("", "\u064e"): 3, (" ", ""): 1}
+    assert metrics.char_confusions(refs, hyps, top=1, keep_marks=True) == [("", "\u064e", 3)]
+
+
 def test_perfect_bleu_and_worse_bleu():
     assert metrics.score(["قال أبو عثمان في كتاب الحيوان"], ["قال أبو عثمان في كتاب الحيوان"]).bleu == pytest.approx(100.0)
     assert metrics.score(["قال أبو عثمان في كتاب الحيوان"], ["قال عثمان كتاب"]).bleu < 50
