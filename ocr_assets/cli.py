@@ -155,6 +155,20 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def _early_feed_pool(device: str):
+    """For a read that may run on a GPU: the decode workers of the batched GPU line path, forked now, while the
+    model loads (and before CUDA starts: a smaller process to copy); None when no GPU can be used."""
+    from ocr_assets.models.compact.runtime import gpu_device_node
+
+    if not (device.startswith("cuda") or (device == "auto" and gpu_device_node())):
+        return None
+    from ocr_assets.models.compact.line_feed import FeedPool, default_workers
+
+    pool = FeedPool(default_workers())
+    pool.start()
+    return pool
+
+
 def cmd_recognize(args) -> int:
     from ocr_assets.data.gt_folder import IMAGE_EXTENSIONS
     from ocr_assets.reading import find_images, recognize_dir
@@ -166,14 +180,19 @@ def cmd_recognize(args) -> int:
         Path(args.out).write_text("", encoding="utf-8")
         _summary("recognize", 0, 0, time.perf_counter() - start, args.out)
         return _fail(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}", 1)
-    recognizer, _ = _recognizer(args)
-    total = failed = 0
-    with open(args.out, "w", encoding="utf-8") as out:
-        for row in recognize_dir(recognizer, root, batch_size=args.batch_size, on_progress=_progress("recognize"),
-                                 paths=paths):
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            total += 1
-            failed += bool(row.get("error"))
+    pool = _early_feed_pool(args.device)
+    try:
+        recognizer, _ = _recognizer(args)
+        total = failed = 0
+        with open(args.out, "w", encoding="utf-8") as out:
+            for row in recognize_dir(recognizer, root, batch_size=args.batch_size, on_progress=_progress("recognize"),
+                                     paths=paths, feed_pool=pool):
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                total += 1
+                failed += bool(row.get("error"))
+    finally:
+        if pool is not None:
+            pool.close()
     _summary("recognize", total, failed, time.perf_counter() - start, args.out)
     return 1 if failed else 0
 

@@ -125,7 +125,7 @@ def streams_on_gpu(recognizer: Recognizer) -> bool:
 
 def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = None, chunk_size: int | None = None,
                   on_progress: Callable[[Progress], None] | None = None, gpu_stream: bool | None = None,
-                  paths: list[Path] | None = None) -> Iterator[dict]:
+                  paths: list[Path] | None = None, feed_pool=None) -> Iterator[dict]:
     """One row per image found recursively, in path order; an unreadable image gives a row with `error`, not a crash.
 
     Images are read `chunk_size` at a time so the recognizer can group similar widths into its batches; threads
@@ -134,7 +134,8 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
     folder, whose worker processes read each chunk's files into shared memory and decode them for the GPU (chunks
     cut by `gpu_chunks` unless `chunk_size` is given).
     `paths`: the images under `root` when the caller has found them already (`find_images`), so that a folder is
-    walked once.
+    walked once. `feed_pool`: a `line_feed.FeedPool` the caller started (and closes) for the GPU path, e.g. forked
+    while the model loads; by default one is made here.
     """
     from contextlib import ExitStack
 
@@ -161,7 +162,8 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
             # had made the thread that drives the GPU wait for the GIL around every file, and bytes sent back from
             # worker processes cost it an estimated ~30 us a file (docs/NOTES.md, session 10). Sizes are taken
             # when a chunk is read; unreadable files come back as the feed's error rows.
-            feed_pool = stack.enter_context(FeedPool(default_workers()))
+            if feed_pool is None:
+                feed_pool = stack.enter_context(FeedPool(default_workers()))
             readings = (_read_streamed(recognizer, EncodedFiles(chunk), batch_size, feed_pool) for chunk in chunks)
         else:
             io_pool = stack.enter_context(ThreadPoolExecutor(os.cpu_count() or 1))

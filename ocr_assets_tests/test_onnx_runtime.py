@@ -558,6 +558,16 @@ def test_recognize_dir_through_the_gpu_line_path_writes_the_same_rows(book_lines
         (r["image"], r["text"], bool(r.get("error"))) for r in streamed]
     assert all(abs(a["confidence"] - b["confidence"]) < 0.01 for a, b in zip(streamed, plain))
     assert [bool(r.get("error")) for r in streamed] == [r["image"] == "b/broken.png" for r in plain]
+    # A pool the caller forked before (the CLI forks it while the model loads): used, and still open afterwards.
+    from ocr_assets.models.compact.line_feed import FeedPool
+
+    with FeedPool(2) as given:
+        given.start()
+        for _ in range(2):
+            rows = list(recognize_dir(reader, tmp_path / "lines", batch_size=4, chunk_size=5, gpu_stream=True,
+                                      feed_pool=given))
+            assert [(r["image"], r["text"]) for r in rows] == [(r["image"], r["text"]) for r in streamed]
+        assert given.pool is not None and given.feeds == 6  # 12 files in chunks of 5: three feeds a call
     assert all(bool(r.get("error")) == (r["image"] == "b/broken.png") for r in plain)
     raw = [r["text"] for r in plain]
     book = with_conventions(reader, Conventions(spacing={"ل": {"before": True}}))  # an odd habit, plainly visible

@@ -12,6 +12,7 @@ _WHERE = {
     "default_alphabet": "codec",
     "CompactOCRConfig": "config",
     "CompactOCRModel": "modeling",
+    "CompactOCRNet": "layers",
     "CompactRecognizer": "recognizer",
     "prepare_line": "lines",
 }

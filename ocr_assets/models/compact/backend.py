@@ -32,7 +32,7 @@ class CompactBackend(Backend):
             return OnnxRecognizer.load(model_dir, precision=precision)
         from ocr_assets.models.compact.recognizer import CompactRecognizer
 
-        return CompactRecognizer.load(model_dir, device=device)
+        return CompactRecognizer.load(model_dir, device=device, reading_only=True)
 
     def resume_point(self, checkpoint_dir: Path) -> dict | None:
         from ocr_assets.models.compact.train import checkpoint_progress

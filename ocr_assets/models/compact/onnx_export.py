@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ocr_assets.models.compact.modeling import CompactOCRModel, mirror_within_width
+from ocr_assets.models.compact.layers import CompactOCRNet, mirror_within_width
 
 OPSET = 17  # LayerNormalization is a native op from 17 on
 INPUTS = ("pixels", "widths")
@@ -24,9 +24,9 @@ OUTPUTS = ("best", "prob", "lengths")
 
 
 class InferenceGraph(nn.Module):
-    """CompactOCRModel.forward for inference, without data-dependent branches, ending in (best, prob, lengths)."""
+    """The compact network's forward for inference, without data-dependent branches, ending in (best, prob, lengths)."""
 
-    def __init__(self, model: CompactOCRModel):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model.eval()
 
@@ -68,15 +68,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, quantize: bool = False) 
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # "Loading weights" would be noise in a CLI that exports on first use
-    try:
-        model = CompactOCRModel.from_pretrained(Path(model_dir), dtype=torch.float32).eval()
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
+    model = _network(Path(model_dir))
     _fuse_conv_bn(model)
     graph = InferenceGraph(model)
     height = model.config.input_height
@@ -102,3 +94,23 @@ def export_onnx(model_dir: str | Path, out: str | Path, quantize: bool = False) 
         os.replace(final, staged)
         os.replace(staged, out)
     return out
+
+
+def _network(model_dir: Path) -> nn.Module:
+    """The model's network in float32: through torch alone (`CompactOCRNet`), or transformers for a directory that
+    one cannot read (weights in several files)."""
+    try:
+        return CompactOCRNet.load(model_dir)
+    except ValueError:
+        pass
+    from transformers.utils import logging as hf_logging
+
+    from ocr_assets.models.compact.modeling import CompactOCRModel
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Loading weights" would be noise in a CLI that exports on first use
+    try:
+        return CompactOCRModel.from_pretrained(model_dir, dtype=torch.float32).eval()
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -184,14 +184,14 @@ class OnnxRecognizer(Recognizer):
     def _torch(self, device: str = "cpu"):
         from ocr_assets.models.compact.recognizer import CompactRecognizer
 
-        return CompactRecognizer.load(self.model_dir, device=device)
+        return CompactRecognizer.load(self.model_dir, device=device, reading_only=True)
 
     def save(self, path: str | Path, dtype: str = "float16") -> Path:
         return self._torch().save(path, dtype=dtype)
 
     @property
     def lora_target_modules(self) -> list[str]:
-        from ocr_assets.models.compact.modeling import LORA_TARGETS
+        from ocr_assets.models.compact.layers import LORA_TARGETS
 
         return list(LORA_TARGETS)
 

@@ -11,7 +11,7 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,9 +20,12 @@ from PIL import Image
 from ocr_assets.data.images import to_gray  # noqa: F401 (the one grayscale converter; re-exported for train.py)
 from ocr_assets.models.base import ModelError, ModelNotFoundError, Recognition, Recognizer, resolve_device
 from ocr_assets.models.compact.codec import Codec
-from ocr_assets.models.compact.config import BLANK_ID, CompactOCRConfig
+from ocr_assets.models.compact.labels import BLANK_ID
+from ocr_assets.models.compact.layers import LORA_TARGETS, CompactOCRNet
 from ocr_assets.models.compact.lines import MAX_WIDTH_PER_HEIGHT, open_image, prepare_line  # noqa: F401 (re-exported)
-from ocr_assets.models.compact.modeling import LORA_TARGETS, CompactOCRModel
+
+if TYPE_CHECKING:
+    from ocr_assets.models.compact.modeling import CompactOCRModel
 
 CPU_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
@@ -81,7 +84,7 @@ def greedy_decode(logits: torch.Tensor, lengths: torch.Tensor, positions: bool =
     return out
 
 
-def _fuse_conv_bn(model: CompactOCRModel) -> None:
+def _fuse_conv_bn(model: CompactOCRModel | CompactOCRNet) -> None:
     """Fold each BatchNorm into the conv before it (inference only: saves a pass over every feature map)."""
     layers = list(model.frontend.layers)
     for i in range(len(layers) - 1):
@@ -105,7 +108,7 @@ class CompactRecognizer(Recognizer):
     backend = "compact"
 
     def __init__(
-        self, model: CompactOCRModel, device: str = "auto", cpu_precision: str = "auto", prep_threads: int | None = None
+        self, model: CompactOCRModel | CompactOCRNet, device: str = "auto", cpu_precision: str = "auto", prep_threads: int | None = None
     ):
         """cpu_precision: auto (bf16 on CPUs that compute it natively, else int8), fp32, bf16 or int8.
         prep_threads: threads preparing images (None: 0 on CPU, where torch uses the cores, up to 8 on CUDA)."""
@@ -123,17 +126,30 @@ class CompactRecognizer(Recognizer):
     def new(cls, alphabet: Sequence[str] | None = None, device: str = "auto", **config: object) -> "CompactRecognizer":
         """An untrained recognizer (default alphabet and shipping size unless overridden)."""
         from ocr_assets.models.compact.codec import default_alphabet
+        from ocr_assets.models.compact.config import CompactOCRConfig
+        from ocr_assets.models.compact.modeling import CompactOCRModel
 
         alphabet = list(alphabet) if alphabet is not None else default_alphabet()
         return cls(CompactOCRModel(CompactOCRConfig(alphabet=alphabet, **config)), device=device)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", cpu_precision: str = "auto") -> "CompactRecognizer":
-        """Read a directory written by `save` (or CompactOCRModel.save_pretrained)."""
+    def load(cls, path: str | Path, device: str = "auto", cpu_precision: str = "auto",
+             reading_only: bool = False) -> "CompactRecognizer":
+        """Read a directory written by `save` (or CompactOCRModel.save_pretrained). `reading_only`: the network in
+        torch alone (`layers.CompactOCRNet`, no transformers import: seconds less start-up); the recognizer reads
+        the same and `save` still works, but `model` is then no `PreTrainedModel` (no LoRA, no training)."""
         path = Path(path)
         config_file = path / "config.json"
         if not config_file.is_file():
             raise ModelNotFoundError(f"{path} has no config.json; pass a directory written by CompactRecognizer.save")
+        if reading_only:
+            try:
+                return cls(CompactOCRNet.load(path), device=device, cpu_precision=cpu_precision)
+            except ValueError:
+                pass  # not one safetensors file, or not a compact model: transformers loads it or says why
+        from ocr_assets.models.compact.config import CompactOCRConfig
+        from ocr_assets.models.compact.modeling import CompactOCRModel
+
         config = CompactOCRConfig.from_pretrained(path)
         if config.model_type != CompactOCRConfig.model_type:
             raise ModelError(f"{path} holds a {config.model_type!r} model, not {CompactOCRConfig.model_type!r}")
@@ -146,9 +162,22 @@ class CompactRecognizer(Recognizer):
             raise ModelError(f"dtype {dtype!r} is not one of float16, bfloat16, float32")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        to_save = copy.deepcopy(self.model).to("cpu", getattr(torch, dtype))
+        to_save = copy.deepcopy(self.trainable_model()).to("cpu", getattr(torch, dtype))
         to_save.save_pretrained(path)
         return path
+
+    def trainable_model(self) -> CompactOCRModel:
+        """`model` as a transformers `CompactOCRModel` (the same weights; a reading-only network is converted)."""
+        if not isinstance(self.model, CompactOCRNet):
+            return self.model
+        from dataclasses import asdict
+
+        from ocr_assets.models.compact.config import CompactOCRConfig
+        from ocr_assets.models.compact.modeling import CompactOCRModel
+
+        full = CompactOCRModel(CompactOCRConfig(**asdict(self.model.config)))
+        full.load_state_dict(self.model.state_dict())
+        return full.to(next(self.model.parameters()).device).eval()
 
     @property
     def lora_target_modules(self) -> list[str]:

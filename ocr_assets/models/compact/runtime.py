@@ -36,9 +36,14 @@ def using(runtime: str | None):
         _CHOSEN.reset(token)
 
 
+def gpu_device_node() -> bool:
+    """Whether the machine has a GPU device node (NVIDIA, or WSL's); no torch import."""
+    return bool(glob.glob("/dev/nvidia[0-9]*") or glob.glob("/dev/dxg"))
+
+
 def _cuda_possible() -> bool:
     """Whether a CUDA device may be there, without importing torch (no NVIDIA device node: certainly not)."""
-    if not glob.glob("/dev/nvidia[0-9]*") and not glob.glob("/dev/dxg"):
+    if not gpu_device_node():
         return False
     import torch
 
