@@ -12,6 +12,8 @@ Runs on any torch device; `read_encoded` is the end-to-end path `benchmarks/spee
 
 from __future__ import annotations
 
+import importlib.util
+
 import math
 from collections import deque
 from typing import Iterator, Sequence
@@ -249,7 +251,9 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     device = torch.device(recognizer.device)
     height = recognizer.model.config.input_height
     cuda = device.type == "cuda"
-    jpeg = _device_jpeg() if (cuda and device_jpeg is not False) else None
+    # nvJPEG through torchvision, imported only when JPEG lines are there to decode on the device: importing it
+    # pulls in much of torch (seconds of a CLI's start-up) for folders of PNGs that never use it.
+    jpeg_possible = cuda and device_jpeg is not False and importlib.util.find_spec("torchvision") is not None
     if prepare_on not in ("device", "host", "auto"):
         raise ValueError(f"prepare_on must be 'device', 'host' or 'auto'; got {prepare_on!r}")
     prepare = {"device": False, "host": True, "auto": "auto"}[prepare_on]
@@ -260,9 +264,15 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     runner = recognizer._inference_model()  # before the feed: nothing may fail between its creation and `with`
     copy_stream = torch.cuda.Stream(device) if cuda else None
     feed = LineFeed(blobs, height, batch_size, workers=workers, slots=prefetch + max(1, in_flight or 2) + 1,
-                    device_kinds=(JPEG,) if jpeg else (), decoder=decoder, prepare=prepare, pool=pool,
+                    device_kinds=(JPEG,) if jpeg_possible else (), decoder=decoder, prepare=prepare, pool=pool,
                     width_multiple=width_multiple)
-    jpeg = None if feed.prepare else jpeg
+    jpeg = None
+    if feed.device_kinds and bool(np.isin(feed.kinds, feed.device_kinds).any()):
+        jpeg = _device_jpeg()
+        if jpeg is None:  # installed but it does not import: the caller reads these lines another way
+            feed.close()
+            raise RuntimeError("torchvision is installed but does not import, so JPEG lines cannot be decoded on "
+                               "the GPU; pass device_jpeg=False to decode them on the host")
     in_flight = max(1, int(in_flight)) if in_flight is not None else (2 if feed.prepare else 1)
     if stats is not None:
         stats.update(decoder=feed.decoder, device_jpeg=bool(jpeg), batches=len(feed.batches), workers=feed.workers,

@@ -224,6 +224,13 @@ def _worker_init() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _OWN.clear()  # the parent's, copied by the fork: mapped again by path like any later one
     _WORKER.update(maps={}, feed=None)
+    # What decoding and preparing import, now: a pool forked early (the CLI forks it while the model loads) would
+    # otherwise import them in every worker at its first batch, with the GPU waiting.
+    _cv2()
+    from PIL import Image, PngImagePlugin  # noqa: F401, PLC0415
+
+    from ocr_assets.data import images  # noqa: F401, PLC0415
+    from ocr_assets.models.compact import lines  # noqa: F401, PLC0415
 
 
 def _buffer(key, feed: int) -> np.ndarray:
