@@ -155,23 +155,28 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def _early_feed_pool(device: str):
+def _early_feed_pool(device: str, runtime: str | None = None):
     """For a read that may run on a GPU: the decode workers of the batched GPU line path, forked now, while the
-    model loads (and before CUDA starts: a smaller process to copy); None when no GPU can be used."""
+    model loads (and before CUDA starts: a smaller process to copy); None when no GPU can be used (or the pool
+    cannot start: the read then makes its own)."""
     from ocr_assets.models.compact.runtime import gpu_device_node
 
-    if not (device.startswith("cuda") or (device == "auto" and gpu_device_node())):
+    if (runtime or "").startswith("onnx") or not (device.startswith("cuda") or (device == "auto" and gpu_device_node())):
         return None
     from ocr_assets.models.compact.line_feed import FeedPool, default_workers
 
     pool = FeedPool(default_workers())
-    pool.start()
+    try:
+        pool.start()
+    except OSError:
+        pool.close()
+        return None
     return pool
 
 
 def cmd_recognize(args) -> int:
     from ocr_assets.data.gt_folder import IMAGE_EXTENSIONS
-    from ocr_assets.reading import find_images, recognize_dir
+    from ocr_assets.reading import find_images, recognize_dir, streams_on_gpu
 
     root = _folder(args.images_dir, "IMAGES_DIR")
     start = time.perf_counter()
@@ -180,9 +185,12 @@ def cmd_recognize(args) -> int:
         Path(args.out).write_text("", encoding="utf-8")
         _summary("recognize", 0, 0, time.perf_counter() - start, args.out)
         return _fail(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}", 1)
-    pool = _early_feed_pool(args.device)
+    pool = _early_feed_pool(args.device, getattr(args, "runtime", None))
     try:
         recognizer, _ = _recognizer(args)
+        if pool is not None and not streams_on_gpu(recognizer):  # e.g. no usable CUDA after all: not needed
+            pool.close()
+            pool = None
         total = failed = 0
         with open(args.out, "w", encoding="utf-8") as out:
             for row in recognize_dir(recognizer, root, batch_size=args.batch_size, on_progress=_progress("recognize"),

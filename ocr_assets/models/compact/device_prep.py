@@ -173,6 +173,9 @@ def reads_from_collapsed(best: np.ndarray, keep: np.ndarray, conf: np.ndarray, l
 # --- end to end: encoded bytes -> text ---------------------------------------------------------------------
 
 
+_JPEG_UNUSABLE: list = []  # not empty once torchvision, though installed, failed to import in this process
+
+
 def _device_jpeg():
     """torchvision's batched nvJPEG decoder, or None (no torchvision, or one without CUDA decoding)."""
     try:
@@ -253,7 +256,8 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     cuda = device.type == "cuda"
     # nvJPEG through torchvision, imported only when JPEG lines are there to decode on the device: importing it
     # pulls in much of torch (seconds of a CLI's start-up) for folders of PNGs that never use it.
-    jpeg_possible = cuda and device_jpeg is not False and importlib.util.find_spec("torchvision") is not None
+    jpeg_possible = (cuda and device_jpeg is not False and not _JPEG_UNUSABLE
+                     and importlib.util.find_spec("torchvision") is not None)
     if prepare_on not in ("device", "host", "auto"):
         raise ValueError(f"prepare_on must be 'device', 'host' or 'auto'; got {prepare_on!r}")
     prepare = {"device": False, "host": True, "auto": "auto"}[prepare_on]
@@ -269,10 +273,14 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     jpeg = None
     if feed.device_kinds and bool(np.isin(feed.kinds, feed.device_kinds).any()):
         jpeg = _device_jpeg()
-        if jpeg is None:  # installed but it does not import: the caller reads these lines another way
+        if jpeg is None:  # installed but it does not import: these lines, and later calls', decode on the host
             feed.close()
-            raise RuntimeError("torchvision is installed but does not import, so JPEG lines cannot be decoded on "
-                               "the GPU; pass device_jpeg=False to decode them on the host")
+            _JPEG_UNUSABLE.append(True)
+            yield from read_encoded(recognizer, blobs, batch_size=batch_size, workers=workers, prefetch=prefetch,
+                                    decoder=decoder, device_jpeg=False, stats=stats, in_flight=in_flight,
+                                    prepare_on=prepare_on, pool=pool, width_multiple=width_multiple,
+                                    row_multiple=row_multiple)
+            return
     in_flight = max(1, int(in_flight)) if in_flight is not None else (2 if feed.prepare else 1)
     if stats is not None:
         stats.update(decoder=feed.decoder, device_jpeg=bool(jpeg), batches=len(feed.batches), workers=feed.workers,

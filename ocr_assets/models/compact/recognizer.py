@@ -144,9 +144,11 @@ class CompactRecognizer(Recognizer):
             raise ModelNotFoundError(f"{path} has no config.json; pass a directory written by CompactRecognizer.save")
         if reading_only:
             try:
-                return cls(CompactOCRNet.load(path), device=device, cpu_precision=cpu_precision)
-            except ValueError:
-                pass  # not one safetensors file, or not a compact model: transformers loads it or says why
+                net = CompactOCRNet.load(path)
+            except ValueError:  # not one safetensors file, or not a compact model: transformers loads it or says why
+                net = None
+            if net is not None:
+                return cls(net, device=device, cpu_precision=cpu_precision)
         from ocr_assets.models.compact.config import CompactOCRConfig
         from ocr_assets.models.compact.modeling import CompactOCRModel
 
@@ -167,7 +169,8 @@ class CompactRecognizer(Recognizer):
         return path
 
     def trainable_model(self) -> CompactOCRModel:
-        """`model` as a transformers `CompactOCRModel` (the same weights; a reading-only network is converted)."""
+        """`model` as a transformers `CompactOCRModel`: `model` itself, or for a reading-only network a converted
+        copy with the same weights (training that copy leaves this recognizer as it is)."""
         if not isinstance(self.model, CompactOCRNet):
             return self.model
         from dataclasses import asdict
