@@ -93,6 +93,17 @@ def test_recognize_on_an_empty_folder_says_so_and_exits_1(tmp_path, home):
     assert "ocr-assets: error: no images" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_recognize_on_a_gpu_that_is_not_there_is_one_line_and_leaves_no_worker(gt_dir, tmp_path, home):
+    """`--device cuda` forks the GPU path's decode workers while the model loads; without CUDA the run stops with
+    one line and its workers go with it (the command returns; a worker left behind would keep its pipes open)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    done = cli("recognize", gt_dir, "--out", tmp_path / "p.jsonl", "--device", "cuda", cwd=home)
+    assert "no CUDA device" in assert_one_line_error(done)
+
+
 def test_evaluate_reads_with_the_shipped_model_when_none_is_given(gt_dir, model_dir, home):
     shipped = cli("evaluate", gt_dir, "--device", "cpu", cwd=home)
     assert shipped.returncode == 0, shipped.stderr
