@@ -3,7 +3,7 @@
 #   start-up (a 1-line folder, whole process) and whole process over COPIES copies of a folder of line PNGs
 #   (*/*.png beside *.gt.txt), with the CLI's own reading rate, then errors and CER_norm of each output.
 # Usage (on the GPU machine, after scripts/gpu/env.sh): bash benchmarks/gpu_cli_ab.sh OLD_CODE LINES [COPIES] [ROUNDS]
-#   (DEVICE=cpu runs both on the CPU: a check of the script, not a GPU figure)
+#   (DEVICE=cpu runs both on the CPU: a check of the script, not a GPU figure; SKIP_STARTUP=1 leaves out the 1-line runs)
 #   OLD_CODE: a folder holding an older `ocr_assets` package (e.g. `git archive OLD ocr_assets | tar -x -C DIR`);
 #   the other tree is this checkout. Each reads its own tree's shipped model (OLD's weights are copied from this
 #   checkout when it has none).
@@ -27,7 +27,7 @@ run() {  # code tree, label, folder, output
 for r in $(seq "$ROUNDS"); do
   for which in old new; do
     code=$NEW; [ $which = old ] && code=$OLD
-    run "$code" "start-up (1 line), $which" "$T/one" "$T/one_$which.jsonl"
+    [ -n "${SKIP_STARTUP:-}" ] || run "$code" "start-up (1 line), $which" "$T/one" "$T/one_$which.jsonl"
     run "$code" "all files, $which" "$T/all" "$T/o_$which.jsonl"
   done
 done

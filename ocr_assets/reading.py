@@ -203,7 +203,8 @@ def _read_streamed(recognizer, files, batch_size: int, feed_pool) -> list:
     (e.g. out of GPU memory on a wide batch), the per-chunk path's instead: the guarded decoder, then
     `_recognize_safely`."""
     try:
-        got = dict(recognizer.recognize_encoded(files, batch_size=batch_size, pool=feed_pool))
+        # Rows carry the text and the line's confidence only: the per-character details are not computed.
+        got = dict(recognizer.recognize_encoded(files, batch_size=batch_size, pool=feed_pool, details=False))
         return [got[i] for i in range(len(files))]
     except Exception as exc:  # noqa: BLE001 - this chunk the other way, no row lost
         logger.warning("batched GPU read of %d files failed (%s: %s); reading them image by image",

@@ -344,6 +344,13 @@ def test_read_encoded_reads_any_encoding_on_the_cpu_and_jpeg_falls_back_to_the_h
     padded = dict(read_encoded(reader, blobs, batch_size=5, workers=0, prepare_on="device", width_multiple=64,
                                row_multiple=4))
     assert [padded[i].text for i in range(len(blobs))] == [got[i].text for i in range(len(blobs))]
+    # Without the per-character details (what `recognize_dir` asks for): the same texts and line confidences.
+    plain = dict(read_encoded(reader, blobs, batch_size=6, workers=0, prepare_on="host", details=False))
+    assert [(plain[i].text, plain[i].confidence) for i in range(len(blobs))] == [
+        (host[i].text, host[i].confidence) for i in range(len(blobs))]
+    assert all(len(host[i].char_positions) == len(host[i].char_confidences) == len(host[i].text)
+               for i in range(len(blobs))) and sum(bool(host[i].text) for i in range(len(blobs))) >= len(blobs) - 4
+    assert not any(plain[i].char_confidences or plain[i].char_positions for i in range(len(blobs)))
     with pytest.raises(ValueError, match="prepare_on"):
         next(read_encoded(reader, blobs, prepare_on="gpu"))
     with pytest.raises(ValueError, match="width_multiple"):

@@ -162,12 +162,12 @@ def collapse_best(logits: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Te
 
 
 def reads_from_collapsed(best: np.ndarray, keep: np.ndarray, conf: np.ndarray, line_conf: np.ndarray,
-                         lengths: np.ndarray) -> list[tuple]:
-    """`decode_best`'s per-line result from `collapse_best`'s arrays (on the host)."""
+                         lengths: np.ndarray, details: bool = True) -> list[tuple]:
+    """`decode_best`'s per-line result from `collapse_best`'s arrays (on the host); `details`: see `split_reads`."""
     flat = np.flatnonzero(keep)
     frames = keep.shape[1]
     return split_reads(best.ravel()[flat], conf.ravel()[flat].astype(float), flat // frames, flat % frames,
-                       line_conf, lengths)
+                       line_conf, lengths, details)
 
 
 # --- end to end: encoded bytes -> text ---------------------------------------------------------------------
@@ -226,8 +226,8 @@ def _decode_jpegs_on_device(jpeg, items: list[tuple[int, bytes]], device) -> tup
 def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, workers: int = 8,
                  prefetch: int = 4, decoder: str = "auto", device_jpeg: bool | None = None,
                  stats: dict | None = None, in_flight: int | None = None, prepare_on: str = "auto",
-                 pool=None, width_multiple: int | None = None, row_multiple: int | None = None
-                 ) -> Iterator[tuple[int, Recognition]]:
+                 pool=None, width_multiple: int | None = None, row_multiple: int | None = None,
+                 details: bool = True) -> Iterator[tuple[int, Recognition]]:
     """(index, Recognition) for every encoded line image (PNG, JPEG, TIFF, ...), in batch order (errors first), with
     a torch CompactRecognizer on any device.
 
@@ -248,7 +248,8 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
     without one each call starts and stops its own. `width_multiple` / `row_multiple` (default on CUDA `GPU_WIDTH_MULTIPLE`,
     `GPU_ROW_MULTIPLE`, elsewhere none): batches are padded to these, so that a process meets few distinct shapes (cuDNN builds
     an execution plan, ~2.6 ms of host time per convolution, for each new one); padding rows read nothing and
-    are dropped."""
+    are dropped. `details=False`: Recognitions without per-character confidences and positions (text and line
+    confidence only; the host's per-line work, which bounds the read once the GPU is fed, drops by about a third)."""
     from ocr_assets.models.compact.line_feed import JPEG, LineFeed
 
     device = torch.device(recognizer.device)
@@ -279,7 +280,7 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
             yield from read_encoded(recognizer, blobs, batch_size=batch_size, workers=workers, prefetch=prefetch,
                                     decoder=decoder, device_jpeg=False, stats=stats, in_flight=in_flight,
                                     prepare_on=prepare_on, pool=pool, width_multiple=width_multiple,
-                                    row_multiple=row_multiple)
+                                    row_multiple=row_multiple, details=details)
             return
     in_flight = max(1, int(in_flight)) if in_flight is not None else (2 if feed.prepare else 1)
     if stats is not None:
@@ -299,9 +300,9 @@ def read_encoded(recognizer, blobs: Sequence[bytes], batch_size: int = 1024, wor
                     launched.append(_launch(recognizer, runner, batch, height, device, copy_stream, jpeg,
                                             width_multiple, row_multiple, batch_size))
                     while len(launched) > in_flight:
-                        yield from _finish(recognizer, feed, launched.popleft())
+                        yield from _finish(recognizer, feed, launched.popleft(), details)
                 while launched:
-                    yield from _finish(recognizer, feed, launched.popleft())
+                    yield from _finish(recognizer, feed, launched.popleft(), details)
         finally:
             if cuda:
                 torch.cuda.synchronize(device)
@@ -354,14 +355,14 @@ def _launch(recognizer, runner, batch, height: int, device, copy_stream, jpeg, w
     return batch, host, done, errors, keep
 
 
-def _finish(recognizer, feed, launched) -> Iterator[tuple[int, Recognition]]:
+def _finish(recognizer, feed, launched, details: bool = True) -> Iterator[tuple[int, Recognition]]:
     """Wait for a launched batch, give its buffer back to the feed and turn its labels into text."""
     batch, collapsed, done, errors, keep = launched
     if done is not None:
         done.synchronize()
     feed.release(batch.slot)
     decode = recognizer.codec.decode
-    reads = reads_from_collapsed(*[t.numpy() for t in collapsed])
+    reads = reads_from_collapsed(*[t.numpy() for t in collapsed], details=details)
     for i, ok, (ids, confs, line, where) in zip(batch.indices.tolist(), keep.tolist(), reads):
         if not ok:
             yield i, Recognition(text="", confidence=0.0, error=errors[i])

@@ -250,15 +250,16 @@ class CompactRecognizer(Recognizer):
             return Recognition(text="", confidence=0.0, error=f"{type(exc).__name__}: {exc}")
 
     def recognize_encoded(self, blobs: Sequence[bytes], batch_size: int = 1024, workers: int | None = None,
-                          pool=None) -> Iterator[tuple[int, Recognition]]:
+                          pool=None, details: bool = True) -> Iterator[tuple[int, Recognition]]:
         """(index, Recognition) for encoded line images (PNG, JPEG, TIFF, ...) in batch order: the batched GPU line
         path (`device_prep.read_encoded`: decode workers, labels found on the device). `pool`: a
-        `line_feed.FeedPool` kept across calls (its workers and page-locked buffers are reused)."""
+        `line_feed.FeedPool` kept across calls (its workers and page-locked buffers are reused). `details=False`:
+        text and line confidence only (no per-character confidences and positions), less host work per line."""
         from ocr_assets.models.compact.device_prep import read_encoded
         from ocr_assets.models.compact.line_feed import default_workers
 
         workers = default_workers() if workers is None else workers
-        return read_encoded(self, blobs, batch_size=batch_size, workers=workers, pool=pool)
+        return read_encoded(self, blobs, batch_size=batch_size, workers=workers, pool=pool, details=details)
 
     def recognize(self, images: Sequence[Image.Image], batch_size: int = 32) -> list[Recognition]:
         """Read line images (PIL images, encoded bytes or paths); an unreadable one gives a row with `error`.
