@@ -139,13 +139,21 @@ def test_a_cached_graph_reads_without_torch_or_transformers(cache, tmp_path):
     folder = tmp_path / "lines"
     folder.mkdir()
     render_line("حدثنا محمد بن عبد الله", size=34).save(folder / "a.png")
-    code = ("import sys; from ocr_assets.cli import main; code = main(['recognize', sys.argv[1], '--out', sys.argv[2], "
-            "'--model', 'default']); print(sorted(m for m in ('torch', 'transformers') if m in sys.modules)); "
-            "sys.exit(code)")
-    done = subprocess.run([sys.executable, "-c", code, str(folder), str(tmp_path / "o.jsonl")], capture_output=True,
-                          text=True, env={**os.environ, "OCR_ASSETS_DATA_ROOT": str(tmp_path / "var")}, timeout=300)
+    done, heavy = recognize_in_a_new_process(tmp_path, folder)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]", done.stdout
+    assert heavy == "[]", done.stdout
+
+
+def recognize_in_a_new_process(tmp_path, folder, *flags: str) -> tuple[subprocess.CompletedProcess, str]:
+    """`ocr-assets recognize FOLDER --out tmp_path/o.jsonl --model default FLAGS` in a new interpreter: the finished
+    process and which of torch and transformers it had imported (its last stdout line)."""
+    code = ("import sys; from ocr_assets.cli import main; code = main(['recognize', sys.argv[1], '--out', sys.argv[2], "
+            "'--model', 'default', *sys.argv[3:]]); print(sorted(m for m in ('torch', 'transformers') if m in "
+            "sys.modules)); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code, str(folder), str(tmp_path / "o.jsonl"), *flags],
+                          capture_output=True, text=True, env={**os.environ, "OCR_ASSETS_DATA_ROOT": str(tmp_path / "var")},
+                          timeout=300)
+    return done, (done.stdout.strip().splitlines() or [""])[-1]
 
 
 def test_width_batches_hold_every_line_once_with_little_padding():

@@ -5,9 +5,6 @@ way still saves a model transformers loads with the same weights."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,6 +14,7 @@ from ocr_assets.models.compact.layers import CompactOCRNet
 from ocr_assets.models.compact.recognizer import CompactRecognizer
 from ocr_assets.models.resolve import shipped_model_dir
 from ocr_assets_tests.test_compact_model import render_line
+from ocr_assets_tests.test_onnx_runtime import recognize_in_a_new_process
 
 TEXTS = ["حدثنا محمد بن عبد الله", "قال رسول الله صلى الله عليه وسلم", "وَالْعَصْرِ إِنَّ الْإِنْسَانَ لَفِي خُسْرٍ"]
 
@@ -26,13 +24,9 @@ def test_the_torch_reader_starts_without_transformers_and_reads(tmp_path):
     folder.mkdir()
     for k, text in enumerate(TEXTS):
         render_line(text, size=34).save(folder / f"{k}.png")
-    code = ("import sys; from ocr_assets.cli import main; code = main(['recognize', sys.argv[1], '--out', sys.argv[2], "
-            "'--model', 'default', '--device', 'cpu', '--runtime', 'torch']); "
-            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules)); sys.exit(code)")
-    done = subprocess.run([sys.executable, "-c", code, str(folder), str(tmp_path / "o.jsonl")], capture_output=True,
-                          text=True, env={**os.environ, "OCR_ASSETS_DATA_ROOT": str(tmp_path / "var")}, timeout=300)
+    done, heavy = recognize_in_a_new_process(tmp_path, folder, "--device", "cpu", "--runtime", "torch")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "['torch']", done.stdout
+    assert heavy == "['torch']", done.stdout
     rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["image"] for r in rows] == ["0.png", "1.png", "2.png"]
     assert all(r["text"] and "error" not in r for r in rows), rows

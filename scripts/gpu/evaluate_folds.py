@@ -24,18 +24,18 @@ def scores(rec, images, texts) -> dict:
             "wer_norm": _corpus_wer([strip_tashkeel(t) for t in texts], [strip_tashkeel(h) for h in hyps])}
 
 
-def rest_with_conventions(rec, images, texts, first: int = 200) -> dict:
-    """The book's lines after its first `first`, read as they are and with the conventions (`ocr-assets
-    conventions`: spacing, digits, marks, ligatures) learned from those first lines and the model's readings of them
-    — what a user gets from pointing the tool at 200 transcribed lines of the book, without training."""
-    from ocr_assets.models.conventions import learn, lines_to_read, with_conventions
+def rest_with_conventions(rec, model_dir: Path, blobs: list[bytes], texts: list[str], first: int = 200) -> dict:
+    """The book's lines after its first `first`, read as they are and with the conventions `ocr-assets conventions`
+    learns from those first lines (`learn_book_conventions`: spacing, digits, marks, ligatures) — what a user gets
+    from pointing the tool at 200 transcribed lines of the book, without training."""
+    from ocr_assets.models.backends import backend_for
+    from ocr_assets.models.conventions import with_conventions
+    from ocr_assets.training.finetune import learn_book_conventions
 
-    head = texts[:first]
-    wanted = lines_to_read(head)
-    readings = dict(zip(wanted, (r.text for r in rec.recognize([images[i] for i in wanted], batch_size=256))))
-    book = with_conventions(rec, learn(head, readings))
-    return {"plain": scores(rec, images[first:], texts[first:]),
-            "with_conventions": scores(book, images[first:], texts[first:])}
+    learned = learn_book_conventions(backend_for(model_dir), model_dir, list(zip(blobs[:first], texts[:first])))
+    images = [Image.open(io.BytesIO(b)) for b in blobs[first:]]
+    return {"plain": scores(rec, images, texts[first:]),
+            "with_conventions": scores(with_conventions(rec, learned), images, texts[first:])}
 
 
 def main() -> None:
@@ -50,9 +50,9 @@ def main() -> None:
         imgs = [Image.open(io.BytesIO(b)) for b in pairs.column("image").to_pylist()]
         full = scores(rec, imgs, pairs.column("text").to_pylist())
         q = pq.read_table(real / f"{book}.parquet")
-        q_imgs, q_texts = [Image.open(io.BytesIO(b)) for b in q.column("image").to_pylist()], q.column("text").to_pylist()
-        quant = scores(rec, q_imgs, q_texts)
-        rest = rest_with_conventions(rec, q_imgs, q_texts)
+        q_blobs, q_texts = q.column("image").to_pylist(), q.column("text").to_pylist()
+        quant = scores(rec, [Image.open(io.BytesIO(b)) for b in q_blobs], q_texts)
+        rest = rest_with_conventions(rec, models / book, q_blobs, q_texts)
         results["folds"][book] = {"fullres_subset": full, "all_lines_48px_8grey": quant,
                                   "after_first_200_48px_8grey": rest}
         print(book, json.dumps(results["folds"][book]), flush=True)

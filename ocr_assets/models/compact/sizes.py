@@ -4,6 +4,7 @@ transformers (`CompactOCRConfig` adds transformers' configuration machinery on t
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -68,17 +69,11 @@ class CompactOCRSizes:
 
     @property
     def height_reduction(self) -> int:
-        out = 1
-        for stride_h, _ in self.conv_strides:
-            out *= stride_h
-        return out
+        return math.prod(stride_h for stride_h, _ in self.conv_strides)
 
     @property
     def width_reduction(self) -> int:
-        out = 1
-        for _, stride_w in self.conv_strides:
-            out *= stride_w
-        return out
+        return math.prod(stride_w for _, stride_w in self.conv_strides)
 
     @property
     def ctc_reduction(self) -> int:
