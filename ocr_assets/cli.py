@@ -176,7 +176,7 @@ def _early_feed_pool(device: str, runtime: str | None = None):
 
 def cmd_recognize(args) -> int:
     from ocr_assets.data.gt_folder import IMAGE_EXTENSIONS
-    from ocr_assets.reading import find_images, recognize_dir, streams_on_gpu
+    from ocr_assets.reading import find_images, gpu_files, recognize_dir, streams_on_gpu
 
     root = _folder(args.images_dir, "IMAGES_DIR")
     start = time.perf_counter()
@@ -186,15 +186,19 @@ def cmd_recognize(args) -> int:
         _summary("recognize", 0, 0, time.perf_counter() - start, args.out)
         return _fail(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}", 1)
     pool = _early_feed_pool(args.device, getattr(args, "runtime", None))
+    files = None
     try:
+        if pool is not None:  # the first chunk's files read into shared memory and probed while the model loads
+            files = gpu_files(paths)
+            files[0].read_ahead(pool)
         recognizer, _ = _recognizer(args)
         if pool is not None and not streams_on_gpu(recognizer):  # e.g. no usable CUDA after all: not needed
             pool.close()
-            pool = None
+            pool = files = None
         total = failed = 0
         with open(args.out, "w", encoding="utf-8") as out:
             for row in recognize_dir(recognizer, root, batch_size=args.batch_size, on_progress=_progress("recognize"),
-                                     paths=paths, feed_pool=pool):
+                                     paths=paths, feed_pool=pool, files=files):
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
                 total += 1
                 failed += bool(row.get("error"))

@@ -8,6 +8,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -103,19 +104,32 @@ GPU_CHUNK_MAX, GPU_CHUNK_BYTES = 65536, 256 << 20
 def gpu_chunks(paths: list[Path]) -> list[list[Path]]:
     """`paths` cut into GPU chunks by their sizes now (a file that cannot be stat'ed counts as empty: it becomes
     an error row when its chunk is read)."""
+    return [chunk for chunk, _ in _cut_by_size(paths)]
+
+
+def gpu_files(paths: list[Path]) -> list:
+    """`gpu_chunks` as `line_feed.EncodedFiles` with the sizes taken for the cut (each file stat'ed once)."""
+    from ocr_assets.models.compact.line_feed import EncodedFiles
+
+    return [EncodedFiles(chunk, sizes) for chunk, sizes in _cut_by_size(paths)]
+
+
+def _cut_by_size(paths: list[Path]) -> list[tuple[list[Path], list[int]]]:
     from ocr_assets.models.compact.line_feed import file_size
 
-    chunks: list[list[Path]] = []
+    chunks: list[tuple[list[Path], list[int]]] = []
     current: list[Path] = []
+    sizes: list[int] = []
     held = 0
     for path in paths:
-        size = max(0, file_size(path))
-        if current and (held + size > GPU_CHUNK_BYTES or len(current) >= GPU_CHUNK_MAX):
-            chunks.append(current)
-            current, held = [], 0
+        size = file_size(path)
+        if current and (held + max(0, size) > GPU_CHUNK_BYTES or len(current) >= GPU_CHUNK_MAX):
+            chunks.append((current, sizes))
+            current, sizes, held = [], [], 0
         current.append(path)
-        held += size
-    return chunks + ([current] if current else [])
+        sizes.append(size)
+        held += max(0, size)
+    return chunks + ([(current, sizes)] if current else [])
 
 
 def streams_on_gpu(recognizer: Recognizer) -> bool:
@@ -125,7 +139,7 @@ def streams_on_gpu(recognizer: Recognizer) -> bool:
 
 def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = None, chunk_size: int | None = None,
                   on_progress: Callable[[Progress], None] | None = None, gpu_stream: bool | None = None,
-                  paths: list[Path] | None = None, feed_pool=None) -> Iterator[dict]:
+                  paths: list[Path] | None = None, feed_pool=None, files: list | None = None) -> Iterator[dict]:
     """One row per image found recursively, in path order; an unreadable image gives a row with `error`, not a crash.
 
     Images are read `chunk_size` at a time so the recognizer can group similar widths into its batches; threads
@@ -135,7 +149,10 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
     cut by `gpu_chunks` unless `chunk_size` is given).
     `paths`: the images under `root` when the caller has found them already (`find_images`), so that a folder is
     walked once. `feed_pool`: a `line_feed.FeedPool` the caller started (and closes) for the GPU path, e.g. forked
-    while the model loads; by default one is made here.
+    while the model loads; by default one is made here. On that path each chunk's files are read into shared
+    memory and probed ahead, on the pool's read-ahead thread, while the chunk before is read; `files`: the chunks
+    as `gpu_files(paths)` cut them, when the caller has cut them and started the first one's read-ahead (the CLI
+    does, while the model loads).
     """
     from contextlib import ExitStack
 
@@ -143,8 +160,10 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
     stream = streams_on_gpu(recognizer) if gpu_stream is None else gpu_stream
     batch_size = batch_size or (GPU_BATCH if stream else CPU_BATCH)
     start = time.perf_counter()
-    if stream and not chunk_size:
-        chunks = gpu_chunks(paths)
+    if stream and (files is not None or not chunk_size):
+        files = gpu_files(paths) if files is None else files
+        ends = list(accumulate(len(f) for f in files))
+        chunks = [paths[lo:hi] for lo, hi in zip([0] + ends[:-1], ends)]
     else:
         chunk_size = chunk_size or CPU_CHUNK
         chunks = [paths[offset : offset + chunk_size] for offset in range(0, len(paths), chunk_size)]
@@ -161,10 +180,12 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
             # The pool's workers read each chunk's files straight into the feed's shared copy: reader threads here
             # had made the thread that drives the GPU wait for the GIL around every file, and bytes sent back from
             # worker processes cost it an estimated ~30 us a file (docs/NOTES.md, session 10). Sizes are taken
-            # when a chunk is read; unreadable files come back as the feed's error rows.
+            # when the folder is cut into chunks; unreadable files come back as the feed's error rows.
             if feed_pool is None:
                 feed_pool = stack.enter_context(FeedPool(default_workers()))
-            readings = (_read_streamed(recognizer, EncodedFiles(chunk), batch_size, feed_pool) for chunk in chunks)
+            if files is None:
+                files = [EncodedFiles(chunk) for chunk in chunks]
+            readings = _read_chunks_streamed(recognizer, files, batch_size, feed_pool)
         else:
             io_pool = stack.enter_context(ThreadPoolExecutor(os.cpu_count() or 1))
             readings = _read_decoded(recognizer, chunks, batch_size, io_pool)
@@ -196,6 +217,17 @@ def _read_decoded(recognizer, chunks: list[list[Path]], batch_size: int, io_pool
         opened = list(pending)
         pending = io_pool.map(_open_or_error, chunks[k + 1]) if k + 1 < len(chunks) else iter(())
         yield _readings(recognizer, opened, batch_size)
+
+
+def _read_chunks_streamed(recognizer, files: list, batch_size: int, feed_pool) -> Iterator[list]:
+    """Per chunk (`line_feed.EncodedFiles`) its readings on the GPU line path; the first chunk's files read ahead
+    (unless the caller started it), each next one's while this one is read."""
+    if files:
+        files[0].read_ahead(feed_pool)
+    for k, chunk in enumerate(files):
+        if k + 1 < len(files):
+            files[k + 1].read_ahead(feed_pool)
+        yield _read_streamed(recognizer, chunk, batch_size, feed_pool)
 
 
 def _read_streamed(recognizer, files, batch_size: int, feed_pool) -> list:

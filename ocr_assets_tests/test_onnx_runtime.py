@@ -612,6 +612,62 @@ def test_recognize_dir_through_the_gpu_line_path_writes_the_same_rows(book_lines
             t for k, t in enumerate(raw) if k != 3]
 
 
+def test_the_gpu_path_reads_each_chunk_ahead_on_the_pools_thread_and_a_failed_read_ahead_loses_no_row(
+        book_lines, tmp_path, monkeypatch):
+    """On the GPU line path each chunk's files are read into shared memory and probed ahead (the first while the CLI
+    loads the model, each next one while the one before is read) on the pool's read-ahead thread, never on the
+    thread that drives the reader: the same rows as the per-chunk path. A read-ahead that fails costs no row (that
+    chunk is read image by image), and closing a pool waits for what it was reading ahead."""
+    import threading
+
+    from ocr_assets import reading
+    from ocr_assets.models.compact.line_feed import FeedPool, FileIndex
+    from ocr_assets.models.compact.recognizer import CompactRecognizer
+    from ocr_assets.reading import find_images, recognize_dir
+
+    root = tmp_path / "lines"
+    for k, (image, _) in enumerate(book_lines[10:21]):
+        (root / ("a" if k % 2 else "b")).mkdir(parents=True, exist_ok=True)
+        image.save(root / ("a" if k % 2 else "b") / f"l{k:02d}.png")
+    (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a line")
+    monkeypatch.setattr(reading, "GPU_CHUNK_MAX", 4)
+    built: list[str] = []
+    original = FileIndex.__init__
+
+    def recording(self, *args, **kwargs):
+        built.append(threading.current_thread().name)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FileIndex, "__init__", recording)
+    reader = CompactRecognizer.load(shipped_model_dir(), device="cpu", cpu_precision="fp32")
+    plain = [(r["image"], r["text"], bool(r.get("error"))) for r in recognize_dir(reader, root, batch_size=4)]
+    assert len(plain) == 12 and sum(error for *_, error in plain) == 1
+    paths = find_images(root)
+    with FeedPool(2) as pool:
+        files = reading.gpu_files(paths)
+        assert [len(f) for f in files] == [4, 4, 4] and [p for f in files for p in f.paths] == list(map(str, paths))
+        files[0].read_ahead(pool)  # as the CLI does before it loads the model
+        rows = list(recognize_dir(reader, root, batch_size=4, gpu_stream=True, paths=paths, feed_pool=pool,
+                                  files=files))
+        assert [(r["image"], r["text"], bool(r.get("error"))) for r in rows] == plain
+        assert built == ["ocr-assets-read-ahead"] * 3, built
+
+        def fails(self, files):
+            raise OSError("injected: the disk went away")
+
+        monkeypatch.setattr(FileIndex, "_read_all", fails)
+        again = list(recognize_dir(reader, root, batch_size=4, gpu_stream=True, paths=paths, feed_pool=pool))
+        assert [(r["image"], r["text"], bool(r.get("error"))) for r in again] == plain
+    monkeypatch.undo()
+    pool = FeedPool(2)
+    (files,) = reading.gpu_files(paths)  # one chunk now
+    files.read_ahead(pool)
+    pool.close()  # returns once the read-ahead is done: its tasks ran on the workers before they went
+    index = files.take_index()
+    assert index.headers.shape == (12, 3) and (index.headers[:, 2] >= 0).sum() == 11 and len(index.errors) == 1
+    index.store.close()
+
+
 def test_gpu_chunks_are_cut_by_bytes_and_count_in_listing_order(tmp_path, monkeypatch):
     from ocr_assets import reading
 

@@ -20,13 +20,17 @@ they started through /proc/<pid>/fd (Linux; elsewhere the feed decodes in its ow
 from __future__ import annotations
 
 import io
+import itertools
 import mmap
 import multiprocessing
 import os
+import queue
 import signal
 import struct
+import threading
 import warnings
 import weakref
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Iterator, Sequence
@@ -181,20 +185,20 @@ class SharedBuffer:
     """A region of shared memory (a memfd) that worker processes map by path, also ones started before it existed:
     what lets a `FeedPool` keep its workers across feeds. `view` is the whole region as uint8."""
 
-    _serial = 0
+    _serials = itertools.count(1)  # next() is atomic: buffers are also made on a pool's read-ahead thread
 
     def __init__(self, size: int):
-        SharedBuffer._serial += 1
+        serial = next(SharedBuffer._serials)
         self.size = max(1, int(size))
         if SHARED_BY_PATH:
             fd = os.memfd_create("ocr_assets_feed")
             os.ftruncate(fd, self.size)
             self.map = mmap.mmap(fd, self.size)
             # The path names the memfd while this process holds `fd`; the inode tells a reused fd number apart.
-            self.key = (f"/proc/{os.getpid()}/fd/{fd}", os.fstat(fd).st_ino, SharedBuffer._serial)
+            self.key = (f"/proc/{os.getpid()}/fd/{fd}", os.fstat(fd).st_ino, serial)
         else:  # no memfd (not Linux): an anonymous mapping, read in this process only (FeedPool has no workers)
             fd, self.map = -1, mmap.mmap(-1, self.size)
-            self.key = (None, 0, SharedBuffer._serial)
+            self.key = (None, 0, serial)
         self.view = np.frombuffer(self.map, dtype=np.uint8)
         _OWN[self.key] = self.view
         # Closed with the object too: a feed that is never closed leaks no descriptor and no memory.
@@ -214,7 +218,7 @@ def _release_shared(key, fd: int) -> None:
 
 SHARED_BY_PATH = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")  # workers can map later buffers
 _OWN: dict = {}  # this process's own buffers by key (workers=0 reads them here, not through /proc)
-_WORKER: dict = {"maps": {}, "feed": None}
+_WORKER: dict = {"maps": {}}  # feed -> {key: view}, the two latest feeds (a feed and the next one read ahead)
 
 
 def _worker_init() -> None:
@@ -223,7 +227,7 @@ def _worker_init() -> None:
     # forever (seen once in a test run). The workers own nothing to clean up (the buffers are the parent's).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _OWN.clear()  # the parent's, copied by the fork: mapped again by path like any later one
-    _WORKER.update(maps={}, feed=None)
+    _WORKER.update(maps={})
     # What decoding and preparing import, now: a pool forked early (the CLI forks it while the model loads) would
     # otherwise import them in every worker at its first batch, with the GPU waiting.
     _cv2()
@@ -234,13 +238,18 @@ def _worker_init() -> None:
 
 
 def _buffer(key, feed: int) -> np.ndarray:
-    """A shared buffer by key: this process's own, or mapped by path (maps of an earlier feed are dropped)."""
+    """A shared buffer by key: this process's own, or mapped by path. Maps of feeds older than the two latest are
+    dropped (their regions' memory goes once the parent closed them): a feed and the next one, whose files are
+    read ahead while it is decoded, take turns on the workers without mapping their regions again each time."""
     own = _OWN.get(key)
     if own is not None:
         return own
-    if _WORKER["feed"] != feed:
-        _WORKER.update(maps={}, feed=feed)
-    view = _WORKER["maps"].get(key)
+    maps = _WORKER["maps"].get(feed)
+    if maps is None:
+        while len(_WORKER["maps"]) >= 2:
+            del _WORKER["maps"][next(iter(_WORKER["maps"]))]
+        maps = _WORKER["maps"][feed] = {}
+    view = maps.get(key)
     if view is None:
         fd = os.open(key[0], os.O_RDWR)
         try:
@@ -249,7 +258,7 @@ def _buffer(key, feed: int) -> np.ndarray:
             view = np.frombuffer(mmap.mmap(fd, 0), dtype=np.uint8)
         finally:
             os.close(fd)
-        _WORKER["maps"][key] = view
+        maps[key] = view
     return view
 
 
@@ -315,11 +324,30 @@ class EncodedFiles:
     """Encoded line images named by file path: a `LineFeed` given these has its workers read the files straight
     into its shared copy, so no image's bytes pass through the consuming process (whose Python time bounds a GPU
     reader). Sizes are taken now (-1: could not stat; the worker's read then says why). `files[i]` reads a file
-    (OSError when it cannot); `read(i)` gives (bytes, None) or (None, why)."""
+    (OSError when it cannot); `read(i)` gives (bytes, None) or (None, why). `sizes`: the sizes when the caller has
+    just taken them (`reading.gpu_files`), so that each file is stat'ed once.
+    `read_ahead(pool)` starts reading the files into shared memory and probing their headers on the pool's workers
+    (from its read-ahead thread), so that a `LineFeed` made of them later starts at its batches: the first chunk of
+    a folder while the model loads, the next one while this one is read."""
 
-    def __init__(self, paths: Sequence):
+    def __init__(self, paths: Sequence, sizes: Sequence[int] | None = None):
         self.paths = [os.fspath(p) for p in paths]
-        self.sizes = np.asarray([file_size(p) for p in self.paths], dtype=np.int64)
+        if sizes is None:
+            sizes = [file_size(p) for p in self.paths]
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        if len(self.sizes) != len(self.paths):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.sizes)} sizes")
+        self._ahead: Future | None = None
+
+    def read_ahead(self, pool: "FeedPool") -> None:
+        """Start `FileIndex(self, pool)` on the pool's read-ahead thread (once)."""
+        if self._ahead is None:
+            self._ahead = pool.ahead(FileIndex, self, pool, ("ahead", next(_AHEAD_IDS)))
+
+    def take_index(self) -> "FileIndex | None":
+        """The index read ahead (waits for it; its error, if it failed, is raised here), else None."""
+        ahead, self._ahead = self._ahead, None
+        return ahead.result() if ahead is not None else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -333,6 +361,9 @@ class EncodedFiles:
             return self[i], None
         except OSError as exc:
             return None, str(exc) or type(exc).__name__
+
+
+_AHEAD_IDS = itertools.count(1)
 
 
 def file_size(path) -> int:
@@ -402,6 +433,9 @@ class FeedPool:
         self._pinned: dict = {}  # buffer key -> unpin callable
         self.feeds = 0
         self.busy = False  # one feed at a time: feeds share the buffers
+        self._lock = threading.Lock()
+        self._ahead_thread: threading.Thread | None = None
+        self._ahead_queue: queue.SimpleQueue = queue.SimpleQueue()
 
     def __enter__(self) -> "FeedPool":
         return self
@@ -414,6 +448,28 @@ class FeedPool:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process: workers use no threads
                 self.pool = multiprocessing.get_context("fork").Pool(self.workers, _worker_init)
+
+    def ahead(self, function, *args) -> Future:
+        """`function(*args)` on this pool's read-ahead thread (one thread: work asked for runs in the order asked),
+        e.g. the next chunk's files read into shared memory while the consumer reads this one. The workers are
+        forked here first (never from that thread); `close` waits for what was asked."""
+        self.start()
+        future: Future = Future()
+        with self._lock:
+            if self._ahead_thread is None:
+                self._ahead_thread = threading.Thread(target=self._run_ahead, name="ocr-assets-read-ahead", daemon=True)
+                self._ahead_thread.start()
+            self._ahead_queue.put((future, function, args))
+        return future
+
+    def _run_ahead(self) -> None:
+        while (item := self._ahead_queue.get()) is not None:
+            future, function, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(function(*args))
+                except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the result
+                    future.set_exception(exc)
 
     def run(self, function, args_list: list[tuple]) -> list:
         """`function(*args)` for each, on the workers (in order) or here."""
@@ -456,11 +512,70 @@ class FeedPool:
         self.slots = []
 
     def close(self) -> None:
+        with self._lock:
+            thread, self._ahead_thread = self._ahead_thread, None
+        if thread is not None:  # what was read ahead finishes first: its tasks are on the workers
+            self._ahead_queue.put(None)
+            thread.join()
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
             self.pool = None
         self._drop()
+
+
+class FileIndex:
+    """What a feed needs before any model: the lines in one shared store (bytes copied here; `EncodedFiles` read into
+    it by the workers) and each line's header — `headers` (n, 3) width, height, kind (kind -1: failed, its message in
+    `errors`, a file that could not be read saying so). Built by a `LineFeed`, or ahead of it
+    (`EncodedFiles.read_ahead`); the feed that takes it owns (and closes) the store."""
+
+    def __init__(self, blobs: Sequence[bytes], pool: "FeedPool", feed_id):
+        self.pool, self.feed_id = pool, feed_id
+        self.errors: list[tuple[int, str]] = []
+        n = len(blobs)
+        files = isinstance(blobs, EncodedFiles)
+        lengths = np.maximum(blobs.sizes, 0) if files else np.fromiter((len(b) for b in blobs), dtype=np.int64, count=n)
+        self.ends = np.cumsum(lengths)
+        self.starts = self.ends - lengths
+        self.store = SharedBuffer(int(self.ends[-1]) if n and self.ends[-1] else 1)
+        try:
+            if files:
+                unread = dict(self._read_all(blobs))
+            else:
+                unread = {}
+                for blob, a, b in zip(blobs, self.starts.tolist(), self.ends.tolist()):
+                    self.store.map[a:b] = blob
+            self.headers = self._probe_all(n)
+        except BaseException:
+            self.store.close()
+            raise
+        if unread:  # a file that could not be read says so, not that its zero bytes are no image
+            self.headers[list(unread)] = -1
+            self.errors = sorted([(i, m) for i, m in self.errors if i not in unread] + list(unread.items()))
+
+    def _in_parts(self, n: int, function, args) -> list[tuple[int, object]]:
+        """(first line, result) of `function(self.feed_id, self.store.key, *args(lo, hi))` over the lines in parts
+        of PROBE_LINES, on the workers when there are many (the pool started for it), else here in one part."""
+        if n >= 2 * PROBE_LINES:
+            self.pool.start()
+        chunk = PROBE_LINES if self.pool.pool is not None else max(1, n)
+        starts = list(range(0, n, chunk))
+        parts = self.pool.run(function, [(self.feed_id, self.store.key, *args(lo, lo + chunk)) for lo in starts])
+        return list(zip(starts, parts))
+
+    def _read_all(self, files: EncodedFiles) -> list[tuple[int, str]]:
+        """Files into the store, on the workers (in parallel when there are many); [(line, why)] unread."""
+        parts = self._in_parts(len(files), _read_task,
+                               lambda lo, hi: (files.paths[lo:hi], self.starts[lo:hi], files.sizes[lo:hi]))
+        return [(lo + k, message) for lo, errors in parts for k, message in errors]
+
+    def _probe_all(self, n: int) -> np.ndarray:
+        parts = self._in_parts(n, _probe_task, lambda lo, hi: (self.starts[lo:hi], self.ends[lo:hi]))
+        out = np.concatenate([p[0] for _, p in parts]) if parts else np.zeros((0, 3), dtype=np.int64)
+        for lo, (_, errors) in parts:
+            self.errors += [(lo + k, message) for k, message in errors]
+        return out
 
 
 class LineFeed:
@@ -502,23 +617,14 @@ class LineFeed:
         self.height = height
         self.decoder = self.feed_pool.decoder
         self.workers = self.feed_pool.workers
-        self.errors: list[tuple[int, str]] = []
-        n = len(blobs)
-        files = isinstance(blobs, EncodedFiles)
-        lengths = np.maximum(blobs.sizes, 0) if files else np.fromiter((len(b) for b in blobs), dtype=np.int64, count=n)
-        self.ends = np.cumsum(lengths)
-        self.starts = self.ends - lengths
-        self.store = SharedBuffer(int(self.ends[-1]) if n and self.ends[-1] else 1)
-        if files:
-            unread = dict(self._read_all(blobs))
-        else:
-            unread = {}
-            for blob, a, b in zip(blobs, self.starts.tolist(), self.ends.tolist()):
-                self.store.map[a:b] = blob
-        headers = self._probe_all(n)
-        if unread:  # a file that could not be read says so, not that its zero bytes are no image
-            headers[list(unread)] = -1
-            self.errors = sorted([(i, m) for i, m in self.errors if i not in unread] + list(unread.items()))
+        index = blobs.take_index() if isinstance(blobs, EncodedFiles) else None
+        if index is None:
+            index = FileIndex(blobs, self.feed_pool, self.feed_id)
+        else:  # read ahead: its store is mapped in the workers under its own feed id, which this feed keeps
+            self.feed_id = index.feed_id
+        self.store, self.starts, self.ends = index.store, index.starts, index.ends
+        self.errors: list[tuple[int, str]] = list(index.errors)
+        headers = index.headers
         self.w, self.h = headers[:, 0].copy(), headers[:, 1].copy()
         self.kinds = headers[:, 2].astype(np.int8)
         good = np.flatnonzero(self.kinds >= 0).tolist()
@@ -541,30 +647,6 @@ class LineFeed:
         self.shared = self.feed_pool.buffers(max(1, min(slots, len(self.batches) or 1)), self.slot_bytes)
         self.views = [b.view for b in self.shared]
         self.free = list(range(len(self.shared)))
-
-    def _in_parts(self, n: int, function, args) -> list[tuple[int, object]]:
-        """(first line, result) of `function(self.feed_id, self.store.key, *args(lo, hi))` over the lines in parts
-        of PROBE_LINES, on the workers when there are many (the pool started for it), else here in one part."""
-        if n >= 2 * PROBE_LINES:
-            self.feed_pool.start()
-        chunk = PROBE_LINES if self.feed_pool.pool is not None else max(1, n)
-        starts = list(range(0, n, chunk))
-        parts = self.feed_pool.run(function, [(self.feed_id, self.store.key, *args(lo, lo + chunk)) for lo in starts])
-        return list(zip(starts, parts))
-
-    def _read_all(self, files: EncodedFiles) -> list[tuple[int, str]]:
-        """Files into the store, on the workers (in parallel when there are many); [(line, why)] unread."""
-        parts = self._in_parts(len(files), _read_task,
-                               lambda lo, hi: (files.paths[lo:hi], self.starts[lo:hi], files.sizes[lo:hi]))
-        return [(lo + k, message) for lo, errors in parts for k, message in errors]
-
-    def _probe_all(self, n: int) -> np.ndarray:
-        """(n, 3) width, height, kind per line (kind -1: failed, its message in `errors`)."""
-        parts = self._in_parts(n, _probe_task, lambda lo, hi: (self.starts[lo:hi], self.ends[lo:hi]))
-        out = np.concatenate([p[0] for _, p in parts]) if parts else np.zeros((0, 3), dtype=np.int64)
-        for lo, (_, errors) in parts:
-            self.errors += [(lo + k, message) for k, message in errors]
-        return out
 
     def _host(self, batch: np.ndarray) -> np.ndarray:
         if not self.device_kinds:
