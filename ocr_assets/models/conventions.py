@@ -26,6 +26,14 @@ the model already reads: forcing the book's majority there adds errors). A fine-
 targets (the model may learn it) and judges the rules again afterwards on its held-out lines read by the fine-tuned
 model (`rejudge_spacing`). Applied to the gap between two read characters; gaps without a kept rule stay as read.
 
+Words: some prints set a word so that the model reads it as another, the same way each time — an old Egyptian print
+sets word-final «ي» dotless, so «في» reads «فى» and «الذي» «الذى», and its ligatures turn «حتى» into «حى»; one
+transcriber writes «صعلم» for the honorific the model reads «صلعم». From the base model's readings of the book's
+lines aligned word by word with their transcription (`learn_words`), a word read as X is written Y when the lines
+show X at least `MIN_WORD_COUNT` times and `WORD_SHARE` of them transcribed as Y. Applied to whole words of the
+output (Arabic letter runs, marks ignored for matching); after a fine-tune the rules are judged again on its
+held-out lines and a rule that adds more edits than it removes there is dropped (`rejudge`).
+
 Stored as `conventions.json` in the model directory, so a merged, registered or served model keeps them.
 """
 
@@ -33,8 +41,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Sequence
 
@@ -89,6 +98,9 @@ MIN_LETTERS = 200  # letters before its habit about vowel marks is learned
 SPACED_MARKS = "«»()[]{}،.:؛؟!-…,;?\""
 MIN_GAPS = 8
 MAX_SPACING_LINES = 300  # lines read by the base model to judge the rules (a big fine-tune reads no more)
+_WORD = re.compile("[\u0621-\u064A\u064B-\u0652\u0670]+")  # a word: a run of Arabic letters and marks
+MIN_WORD_COUNT = 2  # readings of a word before a rule rewrites it
+WORD_SHARE = 0.75  # share of a word's readings that the book must transcribe as the one other word
 SPACING_SHARE = 0.85
 _DIGIT = re.compile("[0-9\u0660-\u0669]")
 
@@ -119,9 +131,10 @@ class Conventions:
     digits: str | None = None  # "latin" / "arabic": the system the book writes where the model reads the other
     drop_marks: bool = False  # the book's transcription writes no vowel marks where the model reads them
     spacing: dict[str, dict[str, bool]] = field(default_factory=dict)  # mark -> {"before"/"after": space or not}
+    words: dict[str, str] = field(default_factory=dict)  # word as read (no marks) -> the word the book writes
 
     def __bool__(self) -> bool:
-        return bool(self.expansions or self.digits or self.drop_marks or self.spacing)
+        return bool(self.expansions or self.digits or self.drop_marks or self.spacing or self.words)
 
     def fold(self, text: str) -> str:
         """Training target: every surface form of a learned ligature becomes the ligature character, digits are
@@ -166,7 +179,34 @@ class Conventions:
         text = "".join(out)
         if self.spacing:
             text, confs, poss = self._space(text, confs, poss)
+        if self.words:
+            text, confs, poss = self._rewrite_words(text, confs, poss)
         return text, confs, poss
+
+    def _rewrite_words(self, text: str, confs: list[float], poss: list[float]
+                       ) -> tuple[str, list[float], list[float]]:
+        """Each word with a rule written as the book writes it; a rewritten word's characters take its lowest
+        confidence (the same ones when the length is kept) and positions spread over the old word's."""
+        has_conf, has_pos = len(confs) == len(text), len(poss) == len(text)
+        out, out_c, out_p = [], [], []
+        last = 0
+        for match in _WORD.finditer(text):
+            new = self.words.get(strip_tashkeel(match.group(0)))
+            if new is None:
+                continue
+            a, b = match.span()
+            out.append(text[last:a] + new)
+            if has_conf:
+                kept = len(new) == b - a
+                out_c += confs[last:a] + (confs[a:b] if kept else [min(confs[a:b])] * len(new))
+            if has_pos:
+                out_p += poss[last:a] + [poss[a + k * (b - a) // len(new)] for k in range(len(new))]
+            last = b
+        if not last:
+            return text, confs, poss
+        out.append(text[last:])
+        return ("".join(out), (out_c + confs[last:]) if has_conf else confs,
+                (out_p + poss[last:]) if has_pos else poss)
 
     def _gap(self, text: str, left: int, right: int) -> bool | None:
         """Whether the book puts a space between characters `left` and `right` of `text` (None: its lines do not
@@ -225,16 +265,18 @@ class Conventions:
 
     def merged_with(self, other: "Conventions") -> "Conventions":
         """These conventions, overridden by `other` where both name a ligature (a newer fine-tune wins); spacing is
-        one book's habit as a whole: `other`'s rules replace these once its lines showed any punctuation."""
+        one book's habit as a whole: `other`'s rules replace these once its lines showed any punctuation; so are the
+        word rules, once `other` was learned from readings."""
         return Conventions({**self.expansions, **other.expansions}, {**self.forms, **other.forms},
                            {**self.evidence, **other.evidence}, other.keep_ligatures or self.keep_ligatures,
                            other.digits or self.digits, other.drop_marks or self.drop_marks,
-                           other.spacing if (other.spacing or other.evidence.get("spacing")) else self.spacing)
+                           other.spacing if (other.spacing or other.evidence.get("spacing")) else self.spacing,
+                           other.words if (other.words or "words" in other.evidence) else self.words)
 
     def as_dict(self) -> dict:
         return {"expansions": self.expansions, "forms": self.forms, "evidence": self.evidence,
                 "names": {ch: BY_CHAR[ch].name for ch in self.expansions if ch in BY_CHAR},
-                "digits": self.digits, "drop_marks": self.drop_marks, "spacing": self.spacing}
+                "digits": self.digits, "drop_marks": self.drop_marks, "spacing": self.spacing, "words": self.words}
 
     def save(self, model_dir: str | Path) -> Path | None:
         """Write conventions.json into the model directory (nothing when there is nothing learned)."""
@@ -258,12 +300,13 @@ class Conventions:
                 raise ValueError(f"digits {digits!r} is not latin, arabic or null")
             spacing = {str(mark): {side: bool(v) for side, v in sides.items() if side in ("before", "after")}
                        for mark, sides in (data.get("spacing") or {}).items() if len(mark) == 1}
+            words = {str(k): str(v) for k, v in (data.get("words") or {}).items() if k and v}
         except (ValueError, AttributeError, UnicodeDecodeError) as exc:
             from ocr_assets.errors import ModelError
 
             raise ModelError(f"{path} is not a valid conventions file ({exc}); delete it or fine-tune again") from None
         return cls(expansions, data.get("forms", {}), data.get("evidence", {}), keep_ligatures, digits,
-                   bool(data.get("drop_marks", False)), spacing)
+                   bool(data.get("drop_marks", False)), spacing, words)
 
 
 def occurrences(texts: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
@@ -281,7 +324,7 @@ def occurrences(texts: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
 def lines_to_read(texts: Sequence[str], habits: bool = True) -> list[int]:
     """Indices of the lines whose readings `learn` needs: those that spell out an honorific, and with `habits`
     those with digits, enough others to judge the vowel marks (up to MIN_LETTERS * 5 letters) and up to
-    MAX_SPACING_LINES more with punctuation to judge the spacing rules."""
+    MAX_SPACING_LINES more to judge the spacing and word rules."""
     wanted = {i for hits in occurrences(texts).values() for i, _ in hits}
     if habits:
         letters = spacing_lines = 0
@@ -291,8 +334,8 @@ def lines_to_read(texts: Sequence[str], habits: bool = True) -> list[int]:
             elif letters < MIN_LETTERS * 5:
                 wanted.add(i)
                 letters += len(_LETTER.findall(text))
-            elif spacing_lines < MAX_SPACING_LINES and any(mark in text for mark in SPACED_MARKS):
-                wanted.add(i)  # the spacing rules are judged on these readings (a few hundred lines suffice)
+            elif spacing_lines < MAX_SPACING_LINES:
+                wanted.add(i)  # the spacing and word rules are judged on these readings (a few hundred lines suffice)
                 spacing_lines += 1
     return sorted(wanted)
 
@@ -329,7 +372,37 @@ def learn(texts: Sequence[str], readings: dict[int, str] | None = None, min_shar
         conventions.digits, digit_votes = _learn_digits(truths, reads)
         conventions.drop_marks, marks = _learn_marks(truths, reads)
         conventions.evidence["digits"], conventions.evidence["marks"] = digit_votes, marks
+        # Word rules on what the other conventions leave: the readings as the book's conventions would write them.
+        conventions.words, conventions.evidence["words"] = learn_words(
+            truths, [conventions.apply(r)[0] for r in reads])
     return conventions
+
+
+def _bare_words(text: str) -> list[str]:
+    return [strip_tashkeel(w) for w in _WORD.findall(normalize(text))]
+
+
+def learn_words(truths: Sequence[str], reads: Sequence[str]) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """Words the model reads one way and the book writes another, consistently: each line's words (marks left out)
+    aligned with its transcription's (difflib over the word lists; equal words and one-for-one replacements pair
+    up), a rule X -> Y where X was read at least MIN_WORD_COUNT times and WORD_SHARE of its readings pair with Y.
+    Returns the rules and their evidence: X -> [readings paired with Y, readings of X]."""
+    paired: dict[str, Counter] = defaultdict(Counter)
+    seen: Counter = Counter()
+    for truth, read in zip(truths, reads):
+        want, got = _bare_words(truth), _bare_words(read)
+        seen.update(got)
+        for op, a0, a1, b0, b1 in SequenceMatcher(a=got, b=want, autojunk=False).get_opcodes():
+            if op == "equal" or (op == "replace" and a1 - a0 == b1 - b0):
+                for x, y in zip(got[a0:a1], want[b0:b1]):
+                    paired[x][y] += 1
+    rules: dict[str, str] = {}
+    evidence: dict[str, list[int]] = {}
+    for x, targets in paired.items():
+        y, n = targets.most_common(1)[0]
+        if y != x and n >= MIN_WORD_COUNT and n >= WORD_SHARE * seen[x]:
+            rules[x], evidence[x] = y, [n, seen[x]]
+    return rules, evidence
 
 
 def learn_spacing(texts: Sequence[str]) -> tuple[dict[str, dict[str, bool]], dict[str, dict[str, list[int]]]]:
@@ -394,6 +467,33 @@ def rejudge_spacing(conventions: Conventions, truths: Sequence[str], reads: Sequ
     kept, votes = _keep_spacing_that_helps(conventions.spacing, list(truths), list(reads))
     conventions.spacing = kept
     conventions.evidence["spacing_gain_after_training"] = votes
+    return conventions
+
+
+def rejudge(conventions: Conventions, truths: Sequence[str], reads: Sequence[str]) -> Conventions:
+    """After a fine-tune: `rejudge_spacing`, and each word rule judged on the same held-out lines — one that adds
+    more edits than it removes there (the fine-tuned model reads that word right now, and something else the same
+    way) is dropped; one that changes nothing stays."""
+    conventions = rejudge_spacing(conventions, truths, reads)
+    if not conventions.words:
+        return conventions
+    from rapidfuzz.distance import Levenshtein
+
+    truths = [strip_tashkeel(t) for t in truths]
+    reads = [strip_tashkeel(r) for r in reads]
+    before = [Levenshtein.distance(t, r) for t, r in zip(truths, reads)]
+    votes: dict[str, list[int]] = {}
+    for x, y in list(conventions.words.items()):
+        trial = Conventions(words={x: y})
+        removed = added = 0
+        for t, r, d0 in zip(truths, reads, before):
+            if x in r:
+                d1 = Levenshtein.distance(t, trial._rewrite_words(r, [], [])[0])
+                removed, added = removed + max(d0 - d1, 0), added + max(d1 - d0, 0)
+        votes[x] = [removed, added]
+        if added > removed:
+            del conventions.words[x]
+    conventions.evidence["words_gain_after_training"] = votes
     return conventions
 
 

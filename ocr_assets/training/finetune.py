@@ -18,7 +18,7 @@ import pyarrow as pa
 from ocr_assets.errors import SourceError, UsageError
 from ocr_assets.models.backends import OnEpoch, TrainReport, backend_for, check_remote_code
 from ocr_assets.models.base import TrainConfig, peak_rss_mb
-from ocr_assets.models.conventions import FILE as FILE_CONVENTIONS, rejudge_spacing
+from ocr_assets.models.conventions import FILE as FILE_CONVENTIONS, rejudge
 from ocr_assets.settings import FinetuneSettings, ScratchSettings, replace
 
 Log = Callable[[str], None]
@@ -67,8 +67,8 @@ def lora_finetune(base_dir: Path, train: pa.Table, val: pa.Table | None, setting
         train_samples = [(image, conventions.fold(text)) for image, text in train_samples]
         val_samples = [(image, conventions.fold(text)) for image, text in val_samples]
     report = backend.finetune(base_dir, train_samples, val_samples or None, settings, adapter_dir, on_epoch)
-    if conventions and conventions.spacing and report.val_readings:  # judged again with the fine-tuned model
-        conventions = rejudge_spacing(conventions, *zip(*report.val_readings))
+    if conventions and (conventions.spacing or conventions.words) and report.val_readings:
+        conventions = rejudge(conventions, *zip(*report.val_readings))  # judged again with the fine-tuned model
     if conventions is not None:  # the evidence is kept in training.json even when nothing was learned
         conventions.save(adapter_dir)
         report.extra["conventions"] = conventions.as_dict()
