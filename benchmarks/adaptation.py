@@ -84,7 +84,9 @@ def main() -> None:
           f"peak RSS {summary.get('peak_rss_mb')} MB (children max {peak_mb:.0f} MB, evaluation processes included); "
           f"CPU time {cpu:.1f} s (user + system); load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     print(f"command: {' '.join(cmd[1:])}")
-    print(f"book conventions learned: {json.dumps(summary.get('conventions', {}), ensure_ascii=False)}")
+    print(f"book conventions learned: {json.dumps(summary.get('conventions', {}), ensure_ascii=False)}; spacing rules "
+          f"{json.dumps(summary.get('spacing_rules', {}), ensure_ascii=False)}; word rules kept after the fine-tune "
+          f"{json.dumps(summary.get('word_rules', {}), ensure_ascii=False)}")
 
 
 if __name__ == "__main__":

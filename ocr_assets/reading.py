@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import queue
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -186,6 +188,9 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
             if files is None:
                 files = [EncodedFiles(chunk) for chunk in chunks]
             readings = _read_chunks_streamed(recognizer, files, batch_size, feed_pool)
+            if len(files) > 1:  # the GPU reads the next chunk while this thread turns one into rows
+                feed_pool.start()  # workers forked here, not from the reading thread
+                readings = stack.enter_context(_ahead_on_a_thread(readings, "ocr-assets-gpu-reader"))
         else:
             io_pool = stack.enter_context(ThreadPoolExecutor(os.cpu_count() or 1))
             readings = _read_decoded(recognizer, chunks, batch_size, io_pool)
@@ -217,6 +222,54 @@ def _read_decoded(recognizer, chunks: list[list[Path]], batch_size: int, io_pool
         opened = list(pending)
         pending = io_pool.map(_open_or_error, chunks[k + 1]) if k + 1 < len(chunks) else iter(())
         yield _readings(recognizer, opened, batch_size)
+
+
+class _ahead_on_a_thread:
+    """The items of `items` produced on a thread, one ahead of the consumer (a context manager giving the iterator):
+    on the GPU path the next chunk is read while the caller writes this one's rows. The producer's error is raised
+    to the consumer; leaving early stops the producer after the item it is working on."""
+
+    _DONE = object()
+
+    def __init__(self, items: Iterator, name: str):
+        self.items, self.stop = items, threading.Event()
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.thread = threading.Thread(target=self._produce, name=name, daemon=True)
+
+    def _put(self, entry) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            for item in self.items:
+                if not self._put((item, None)):
+                    return
+            self._put((self._DONE, None))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the consumer
+            self._put((self._DONE, exc))
+
+    def __enter__(self) -> Iterator:
+        self.thread.start()
+        return self._consume()
+
+    def _consume(self) -> Iterator:
+        while True:
+            item, exc = self.queue.get()
+            if item is self._DONE:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def _read_chunks_streamed(recognizer, files: list, batch_size: int, feed_pool) -> Iterator[list]:

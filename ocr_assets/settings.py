@@ -68,6 +68,9 @@ class LoraSettings:
             raise ConfigError(f"LoRA dropout {self.dropout} must be in [0, 1)")
 
 
+AUTO_PATIENCE = 4
+
+
 @dataclass
 class FinetuneSettings:
     """LoRA fine-tuning of a base model (`ocr-assets finetune`, `lora_adapters`, `cross_validation`)."""
@@ -94,6 +97,9 @@ class FinetuneSettings:
                                                 "masks costs more than the adapted blocks' matrix products there)")
     feature_variants: int = setting(8, "copies of each line whose lower-part features are cached with top_layers: "
                                        "the clean line and augmented ones")
+    patience: int | None = setting(None, "compact models: stop after this many epochs in a row without a lower CER "
+                                         "on the held-out lines (the best weights are kept either way); 0: every "
+                                         "epoch; empty: 4 when the number of epochs is automatic, else 0")
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.epochs < 1:
@@ -107,6 +113,8 @@ class FinetuneSettings:
         if self.top_layers < 0 or self.feature_variants < 1:
             raise ConfigError(f"top_layers {self.top_layers} must be >= 0 and feature_variants "
                               f"{self.feature_variants} >= 1")
+        if self.patience is not None and self.patience < 0:
+            raise ConfigError(f"patience {self.patience} must be >= 0 (0: every epoch)")
         self.lora()  # validate rank and dropout now, not mid-run
 
     def lora(self, modules_to_save: list[str] | None = None, layers: list[int] | None = None,
@@ -114,6 +122,14 @@ class FinetuneSettings:
         return LoraSettings(rank=self.rank, alpha=self.alpha, dropout=self.dropout,
                             target_modules=self.target_modules or None, modules_to_save=modules_to_save,
                             layers=layers, layers_pattern=layers_pattern)
+
+    def auto_patience(self) -> int:
+        """Epochs without a better held-out CER before a fine-tune stops: the setting, else 4 for the automatic
+        epoch count (measured on the five shared books with the v5 folds: the same CER_norm on average in about
+        half the time, docs/NOTES.md session 14) and none when the user named the epochs."""
+        if self.patience is not None:
+            return self.patience
+        return AUTO_PATIENCE if self.epochs is None else 0
 
     def auto_epochs(self, lines: int) -> int:
         if self.epochs is not None:

@@ -651,6 +651,21 @@ def test_the_gpu_path_reads_each_chunk_ahead_on_the_pools_thread_and_a_failed_re
                                   files=files))
         assert [(r["image"], r["text"], bool(r.get("error"))) for r in rows] == plain
         assert built == ["ocr-assets-read-ahead"] * 3, built
+        # The chunks are read on a thread of their own, one ahead of the rows; leaving early stops it.
+        readers: list[str] = []
+        inner = reader.recognize_encoded
+
+        def recording_reader(*args, **kwargs):
+            readers.append(threading.current_thread().name)
+            return inner(*args, **kwargs)
+
+        monkeypatch.setattr(reader, "recognize_encoded", recording_reader, raising=False)
+        rows = recognize_dir(reader, root, batch_size=4, gpu_stream=True, paths=paths, feed_pool=pool)
+        assert next(rows)["image"] == plain[0][0]
+        rows.close()
+        assert not [t for t in threading.enumerate() if t.name == "ocr-assets-gpu-reader"]
+        assert readers and set(readers) == {"ocr-assets-gpu-reader"} and len(readers) <= 3, readers
+        monkeypatch.setattr(reader, "recognize_encoded", inner, raising=False)
 
         def fails(self, files):
             raise OSError("injected: the disk went away")

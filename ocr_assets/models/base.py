@@ -43,6 +43,7 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     checkpoint_every: int = 200  # steps
     num_workers: int = 0
+    patience: int = 0  # stop after this many epochs without a lower validation CER (0: every epoch; compact loop)
 
     @classmethod
     def for_finetune(cls, settings, lines: int, default_learning_rate: float, **changes) -> "TrainConfig":
@@ -54,6 +55,7 @@ class TrainConfig:
             learning_rate=settings.learning_rate or default_learning_rate,
             device=settings.device,
             seed=settings.seed,
+            patience=settings.auto_patience(),
         )
         return cls(**{**values, **changes})
 

@@ -179,6 +179,8 @@ def finetune_gt_dir(gt_dir: Path, out_dir: Path, base: str | None = None, settin
         "epochs": report.extra.get("epochs"),
         "best_val_cer": report.extra.get("best_val_cer"),
         "conventions": report.extra.get("conventions", {}).get("expansions", {}),
+        "spacing_rules": report.extra.get("conventions", {}).get("spacing", {}),
+        "word_rules": report.extra.get("conventions", {}).get("words", {}),
         "seconds": round(time.perf_counter() - start, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }

@@ -749,6 +749,7 @@ def train_compact(
         _barrier(ctx)
 
     stopped = config.max_steps is not None and step >= config.max_steps
+    since_best = 0  # epochs in a row without a lower validation CER (config.patience; counted from a resume)
     for epoch in range(start_epoch, config.epochs):
         if stopped:
             break
@@ -806,6 +807,7 @@ def train_compact(
             improved = best_cer is None or scores["cer"] < best_cer
             if improved or not options.keep_best:  # the weights this returns (the best, else the last)
                 val_readings = scores["readings"]
+            since_best = 0 if improved else since_best + 1
             if improved:
                 best_cer = scores["cer"]
                 if options.keep_best:
@@ -819,6 +821,11 @@ def train_compact(
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
         checkpoint(epoch + 1, 0)
+        if val is not None and config.patience and since_best >= config.patience and epoch + 1 < config.epochs:
+            if ctx.main:
+                logger.info("no lower validation CER in %d epochs: stopping after epoch %d of %d (best %.4f kept)",
+                            since_best, epoch, config.epochs, best_cer)
+            break
 
     if options.keep_best and best_state is not None:
         model.load_state_dict(best_state)
