@@ -164,6 +164,9 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
     start = time.perf_counter()
     if stream and (files is not None or not chunk_size):
         files = gpu_files(paths) if files is None else files
+        if sum(len(f) for f in files) != len(paths):
+            raise ValueError(f"files hold {sum(len(f) for f in files)} images but paths {len(paths)}: cut them from "
+                             "the same list (gpu_files(paths))")
         ends = list(accumulate(len(f) for f in files))
         chunks = [paths[lo:hi] for lo, hi in zip([0] + ends[:-1], ends)]
     else:
@@ -225,9 +228,9 @@ def _read_decoded(recognizer, chunks: list[list[Path]], batch_size: int, io_pool
 
 
 class _ahead_on_a_thread:
-    """The items of `items` produced on a thread, one ahead of the consumer (a context manager giving the iterator):
-    on the GPU path the next chunk is read while the caller writes this one's rows. The producer's error is raised
-    to the consumer; leaving early stops the producer after the item it is working on."""
+    """The items of `items` produced on a thread ahead of the consumer — one waiting, one being made (a context
+    manager giving the iterator): on the GPU path the next chunk is read while the caller writes this one's rows.
+    The producer's error is raised to the consumer; leaving early stops the producer after the item it is making."""
 
     _DONE = object()
 
@@ -294,6 +297,7 @@ def _read_streamed(recognizer, files, batch_size: int, feed_pool) -> list:
     except Exception as exc:  # noqa: BLE001 - this chunk the other way, no row lost
         logger.warning("batched GPU read of %d files failed (%s: %s); reading them image by image",
                        len(files), type(exc).__name__, exc)
+        files.drop_ahead()  # a read-ahead no feed took (the read failed before its feed): its copy goes now
     opened = [_decoded_or_error(blob) if err is None else (None, err) for blob, err in map(files.read, range(len(files)))]
     return _readings(recognizer, opened, min(batch_size, CPU_BATCH))
 

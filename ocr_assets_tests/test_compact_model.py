@@ -369,6 +369,11 @@ def test_patience_stops_a_run_whose_held_out_cer_no_longer_falls_and_keeps_the_b
     stopped, full = run(2), run(0)
     assert len(stopped.history) == 2 and len(full.history) == 6
     assert stopped.best_val_cer == full.best_val_cer == stopped.history[0]["val_cer"] == full.history[-1]["val_cer"]
+    # A resumed run counts on from its history: two epochs since the lowest CER (0.4; a tie is no improvement).
+    from ocr_assets.models.compact.train import _epochs_since_best
+
+    assert _epochs_since_best([{"val_cer": 0.5}, {"val_cer": 0.4}, {"val_cer": 0.45}, {"val_cer": 0.4}]) == 2
+    assert _epochs_since_best([{"train_loss": 1.0}]) == 0
     # The user-facing default: 4 when the epoch count is automatic, none when the user named the epochs.
     assert FinetuneSettings().auto_patience() == 4 and FinetuneSettings(epochs=9).auto_patience() == 0
     assert FinetuneSettings(epochs=9, patience=3).auto_patience() == 3

@@ -168,7 +168,9 @@ def test_word_rules_are_learned_where_the_book_is_consistent_and_rewrite_whole_w
     out, confs, poss = conv.apply(text, [0.9, 0.5, 0.8, 0.7] + [0.9] * (len(text) - 4), [float(i) for i in range(len(text))])
     assert out == "وفى الذي فيه على الذي"  # whole words only: «وفى» is another word, «فيه» no rule
     assert len(confs) == len(poss) == len(out) and poss == [float(i) for i in range(len(text))]
-    assert conv.apply("فَى")[0] == "في"  # marks do not hide a word from its rule
+    assert conv.apply("فَى")[0] == "فَي"  # marks do not hide a word from its rule, and the read marks stay
+    assert conv.apply("الَّذِى")[0] == "الَّذِي"
+    assert learn_words(["قال زيد"] * 2, ["قال \u064b"] * 2)[0] == {}  # a mark read alone is no word
     # With marks, the same readings: the same rules; saved with the model and loaded back.
     assert learn(truths, dict(enumerate(reads))).words == rules
     conv.save(tmp_path)

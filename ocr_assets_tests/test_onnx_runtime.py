@@ -667,6 +667,20 @@ def test_the_gpu_path_reads_each_chunk_ahead_on_the_pools_thread_and_a_failed_re
         assert readers and set(readers) == {"ocr-assets-gpu-reader"} and len(readers) <= 3, readers
         monkeypatch.setattr(reader, "recognize_encoded", inner, raising=False)
 
+        def out_of_memory(*args, **kwargs):  # fails before any feed takes the chunk's read-ahead
+            raise RuntimeError("CUDA out of memory (injected)")
+
+        monkeypatch.setattr(reader, "recognize_encoded", out_of_memory, raising=False)
+        files = reading.gpu_files(paths)
+        files[0].read_ahead(pool)
+        rows = list(recognize_dir(reader, root, batch_size=4, gpu_stream=True, paths=paths, feed_pool=pool,
+                                  files=files))
+        assert [(r["image"], r["text"], bool(r.get("error"))) for r in rows] == plain
+        assert all(f._ahead is None for f in files)  # each chunk's shared copy dropped when it was read another way
+        monkeypatch.setattr(reader, "recognize_encoded", inner, raising=False)
+        with pytest.raises(ValueError, match="images but paths"):  # chunks cut from another list
+            next(recognize_dir(reader, root, gpu_stream=True, paths=paths, feed_pool=pool, files=files[:1]))
+
         def fails(self, files):
             raise OSError("injected: the disk went away")
 

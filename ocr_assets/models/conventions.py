@@ -98,6 +98,7 @@ MIN_LETTERS = 200  # letters before its habit about vowel marks is learned
 SPACED_MARKS = "«»()[]{}،.:؛؟!-…,;?\""
 MIN_GAPS = 8
 MAX_SPACING_LINES = 300  # lines read by the base model to judge the rules (a big fine-tune reads no more)
+MAX_WORD_LINES = 300  # lines without punctuation read besides, for the word rules
 _WORD = re.compile("[\u0621-\u064A\u064B-\u0652\u0670]+")  # a word: a run of Arabic letters and marks
 MIN_WORD_COUNT = 2  # readings of a word before a rule rewrites it
 WORD_SHARE = 0.75  # share of a word's readings that the book must transcribe as the one other word
@@ -194,6 +195,7 @@ class Conventions:
             new = self.words.get(strip_tashkeel(match.group(0)))
             if new is None:
                 continue
+            new = _with_marks_of(match.group(0), new)
             a, b = match.span()
             out.append(text[last:a] + new)
             if has_conf:
@@ -323,20 +325,24 @@ def occurrences(texts: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
 
 def lines_to_read(texts: Sequence[str], habits: bool = True) -> list[int]:
     """Indices of the lines whose readings `learn` needs: those that spell out an honorific, and with `habits`
-    those with digits, enough others to judge the vowel marks (up to MIN_LETTERS * 5 letters) and up to
-    MAX_SPACING_LINES more to judge the spacing and word rules."""
+    those with digits, enough others to judge the vowel marks (up to MIN_LETTERS * 5 letters), up to
+    MAX_SPACING_LINES more with punctuation to judge the spacing rules and up to MAX_WORD_LINES others for the word
+    rules."""
     wanted = {i for hits in occurrences(texts).values() for i, _ in hits}
     if habits:
-        letters = spacing_lines = 0
+        letters = spacing_lines = word_lines = 0
         for i, text in enumerate(texts):
             if any(d in text for d in LATIN_DIGITS + ARABIC_DIGITS):
                 wanted.add(i)
             elif letters < MIN_LETTERS * 5:
                 wanted.add(i)
                 letters += len(_LETTER.findall(text))
-            elif spacing_lines < MAX_SPACING_LINES:
-                wanted.add(i)  # the spacing and word rules are judged on these readings (a few hundred lines suffice)
+            elif spacing_lines < MAX_SPACING_LINES and any(mark in text for mark in SPACED_MARKS):
+                wanted.add(i)  # the spacing rules are judged on these readings (a few hundred lines suffice)
                 spacing_lines += 1
+            elif word_lines < MAX_WORD_LINES:
+                wanted.add(i)  # and the word rules on these with the others
+                word_lines += 1
     return sorted(wanted)
 
 
@@ -378,8 +384,25 @@ def learn(texts: Sequence[str], readings: dict[int, str] | None = None, min_shar
     return conventions
 
 
+def _with_marks_of(read: str, new: str) -> str:
+    """`new` (a rule's bare word) with the vowel marks the model read on `read`, letter for letter, when both have as
+    many letters (a rule fixes letters, not the marks the print shows); else bare."""
+    letters = [ch for ch in read if ch not in TASHKEEL]
+    if len(letters) == len(read) or len(letters) != len(new):
+        return new
+    out, k = [], -1
+    for ch in read:
+        if ch in TASHKEEL:
+            out.append(ch)
+        else:
+            k += 1
+            out.append(new[k])
+    return "".join(out)
+
+
 def _bare_words(text: str) -> list[str]:
-    return [strip_tashkeel(w) for w in _WORD.findall(normalize(text))]
+    """The words of a text without their marks (a mark read on its own is no word)."""
+    return [bare for bare in map(strip_tashkeel, _WORD.findall(normalize(text))) if bare]
 
 
 def learn_words(truths: Sequence[str], reads: Sequence[str]) -> tuple[dict[str, str], dict[str, list[int]]]:

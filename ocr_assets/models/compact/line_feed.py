@@ -349,6 +349,15 @@ class EncodedFiles:
         ahead, self._ahead = self._ahead, None
         return ahead.result() if ahead is not None else None
 
+    def drop_ahead(self) -> None:
+        """Forget what was read ahead (its shared copy closed): the files are being read another way."""
+        try:
+            index = self.take_index()
+        except Exception:  # noqa: BLE001 - a failed read-ahead holds nothing
+            return
+        if index is not None:
+            index.store.close()
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -417,6 +426,19 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def _run_ahead(work: queue.SimpleQueue) -> None:
+    """A read-ahead thread: (future, function, args) from its queue until None."""
+    while (item := work.get()) is not None:
+        future, function, args = item
+        item = None  # nothing of a done item stays reachable (a FileIndex holds a chunk's shared copy)
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(function(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the result
+                future.set_exception(exc)
+        future = function = args = None
+
+
 class FeedPool:
     """Decode workers and batch buffers kept across `LineFeed`s: a process that reads many calls (a service, a
     library read in parts) forks its workers and sizes (and, for a GPU, page-locks) its buffers once. Workers are
@@ -435,7 +457,7 @@ class FeedPool:
         self.busy = False  # one feed at a time: feeds share the buffers
         self._lock = threading.Lock()
         self._ahead_thread: threading.Thread | None = None
-        self._ahead_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._ahead_queue: queue.SimpleQueue | None = None  # each read-ahead thread has its own
 
     def __enter__(self) -> "FeedPool":
         return self
@@ -457,19 +479,12 @@ class FeedPool:
         future: Future = Future()
         with self._lock:
             if self._ahead_thread is None:
-                self._ahead_thread = threading.Thread(target=self._run_ahead, name="ocr-assets-read-ahead", daemon=True)
+                self._ahead_queue = queue.SimpleQueue()
+                self._ahead_thread = threading.Thread(target=_run_ahead, args=(self._ahead_queue,),
+                                                      name="ocr-assets-read-ahead", daemon=True)
                 self._ahead_thread.start()
             self._ahead_queue.put((future, function, args))
         return future
-
-    def _run_ahead(self) -> None:
-        while (item := self._ahead_queue.get()) is not None:
-            future, function, args = item
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(function(*args))
-                except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the result
-                    future.set_exception(exc)
 
     def run(self, function, args_list: list[tuple]) -> list:
         """`function(*args)` for each, on the workers (in order) or here."""
@@ -514,8 +529,9 @@ class FeedPool:
     def close(self) -> None:
         with self._lock:
             thread, self._ahead_thread = self._ahead_thread, None
-        if thread is not None:  # what was read ahead finishes first: its tasks are on the workers
-            self._ahead_queue.put(None)
+            if thread is not None:
+                self._ahead_queue.put(None)  # after what was asked: it finishes first, its tasks are on the workers
+        if thread is not None:
             thread.join()
         if self.pool is not None:
             self.pool.terminate()

@@ -380,6 +380,29 @@ def _init_distributed() -> _Dist:
     return _Dist(world=world, rank=dist.get_rank(), device=f"cuda:{local}" if cuda else "cpu")
 
 
+def _epochs_since_best(history: list[dict]) -> int:
+    """Epochs at the end of `history` (a resumed run's) without a lower validation CER than every one before."""
+    best, since = None, 0
+    for metrics in history:
+        cer = metrics.get("val_cer")
+        if cer is None:
+            continue
+        if best is None or cer < best:
+            best, since = cer, 0
+        else:
+            since += 1
+    return since
+
+
+def _stop_now(stop: bool, ctx: "_Dist", device) -> bool:
+    """Rank 0's early-stopping decision (only it holds the validation lines), the same on every rank."""
+    if ctx.world <= 1:
+        return stop
+    flag = torch.tensor([1 if stop else 0], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def _barrier(ctx: _Dist) -> None:
     if ctx.world > 1:
         dist.barrier()
@@ -749,7 +772,7 @@ def train_compact(
         _barrier(ctx)
 
     stopped = config.max_steps is not None and step >= config.max_steps
-    since_best = 0  # epochs in a row without a lower validation CER (config.patience; counted from a resume)
+    since_best = _epochs_since_best(history)  # epochs in a row without a lower validation CER (config.patience)
     for epoch in range(start_epoch, config.epochs):
         if stopped:
             break
@@ -821,7 +844,8 @@ def train_compact(
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
         checkpoint(epoch + 1, 0)
-        if val is not None and config.patience and since_best >= config.patience and epoch + 1 < config.epochs:
+        if config.patience and epoch + 1 < config.epochs and _stop_now(
+                val is not None and since_best >= config.patience, ctx, device):
             if ctx.main:
                 logger.info("no lower validation CER in %d epochs: stopping after epoch %d of %d (best %.4f kept)",
                             since_best, epoch, config.epochs, best_cer)
