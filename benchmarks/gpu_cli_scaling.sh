@@ -7,11 +7,10 @@
 # Usage (on the GPU machine, after scripts/gpu/env.sh): bash benchmarks/gpu_cli_scaling.sh LINES [ROUNDS] [COPIES...]
 #   e.g. bash benchmarks/gpu_cli_scaling.sh .gpu2/sd48/ocr_gs_print 2 10 20 40   (DEVICE=cpu: a check of the script)
 set -euo pipefail
-LINES=$1; ROUNDS=${2:-2}; shift $(( $# >= 2 ? 2 : $# )); SIZES=("${@:-10 20}")
-[ ${#SIZES[@]} -ge 1 ] || SIZES=(10 20)
+LINES=$1; ROUNDS=${2:-2}; shift $(( $# >= 2 ? 2 : $# )); SIZES=("$@"); [ ${#SIZES[@]} -gt 0 ] || SIZES=(10 20)
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 mkdir -p "$T/one/x" && cp "$(find "$LINES" -name '*.png' | sort | head -1)" "$T/one/x/"
-for n in ${SIZES[@]}; do
+for n in "${SIZES[@]}"; do
   mkdir -p "$T/c$n" && for k in $(seq 0 $((n - 1))); do cp -r "$LINES" "$T/c$n/copy$k"; done
 done
 echo "host: $(nproc) cores, $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)"
@@ -25,7 +24,7 @@ run() {  # folder, label
 }
 for r in $(seq "$ROUNDS"); do
   run "$T/one" start-up >/dev/null
-  for n in ${SIZES[@]}; do run "$T/c$n" "copies$n" >/dev/null; done
+  for n in "${SIZES[@]}"; do run "$T/c$n" "copies$n" >/dev/null; done
 done
 python3 - "$T/runs" <<'PY'
 import sys

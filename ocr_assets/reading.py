@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import queue
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -190,10 +188,11 @@ def recognize_dir(recognizer: Recognizer, root: Path, batch_size: int | None = N
                 feed_pool = stack.enter_context(FeedPool(default_workers()))
             if files is None:
                 files = [EncodedFiles(chunk) for chunk in chunks]
-            readings = _read_chunks_streamed(recognizer, files, batch_size, feed_pool)
+            reader = None
             if len(files) > 1:  # the GPU reads the next chunk while this thread turns one into rows
                 feed_pool.start()  # workers forked here, not from the reading thread
-                readings = stack.enter_context(_ahead_on_a_thread(readings, "ocr-assets-gpu-reader"))
+                reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="ocr-assets-gpu-reader"))
+            readings = _read_chunks_streamed(recognizer, files, batch_size, feed_pool, reader)
         else:
             io_pool = stack.enter_context(ThreadPoolExecutor(os.cpu_count() or 1))
             readings = _read_decoded(recognizer, chunks, batch_size, io_pool)
@@ -227,63 +226,25 @@ def _read_decoded(recognizer, chunks: list[list[Path]], batch_size: int, io_pool
         yield _readings(recognizer, opened, batch_size)
 
 
-class _ahead_on_a_thread:
-    """The items of `items` produced on a thread ahead of the consumer — one waiting, one being made (a context
-    manager giving the iterator): on the GPU path the next chunk is read while the caller writes this one's rows.
-    The producer's error is raised to the consumer; leaving early stops the producer after the item it is making."""
-
-    _DONE = object()
-
-    def __init__(self, items: Iterator, name: str):
-        self.items, self.stop = items, threading.Event()
-        self.queue: queue.Queue = queue.Queue(maxsize=1)
-        self.thread = threading.Thread(target=self._produce, name=name, daemon=True)
-
-    def _put(self, entry) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self) -> None:
-        try:
-            for item in self.items:
-                if not self._put((item, None)):
-                    return
-            self._put((self._DONE, None))
-        except BaseException as exc:  # noqa: BLE001 - raised again in the consumer
-            self._put((self._DONE, exc))
-
-    def __enter__(self) -> Iterator:
-        self.thread.start()
-        return self._consume()
-
-    def _consume(self) -> Iterator:
-        while True:
-            item, exc = self.queue.get()
-            if item is self._DONE:
-                if exc is not None:
-                    raise exc
-                return
-            yield item
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join()
-
-
-def _read_chunks_streamed(recognizer, files: list, batch_size: int, feed_pool) -> Iterator[list]:
-    """Per chunk (`line_feed.EncodedFiles`) its readings on the GPU line path; the first chunk's files read ahead
-    (unless the caller started it), each next one's while this one is read."""
-    if files:
-        files[0].read_ahead(feed_pool)
-    for k, chunk in enumerate(files):
+def _read_chunks_streamed(recognizer, files: list, batch_size: int, feed_pool,
+                          reader: ThreadPoolExecutor | None = None) -> Iterator[list]:
+    """Per chunk (`line_feed.EncodedFiles`) its readings on the GPU line path; each chunk's files are read ahead
+    while the one before is read. With `reader` (one thread), each chunk is read there while the caller turns the
+    one before into rows — the pattern `_read_decoded` uses for the CPU path."""
+    def read(k: int) -> list:
+        files[k].read_ahead(feed_pool)  # nothing when it was started already (the CLI, or the chunk before)
         if k + 1 < len(files):
             files[k + 1].read_ahead(feed_pool)
-        yield _read_streamed(recognizer, chunk, batch_size, feed_pool)
+        return _read_streamed(recognizer, files[k], batch_size, feed_pool)
+
+    if reader is None:
+        yield from map(read, range(len(files)))
+        return
+    pending = reader.submit(read, 0) if files else None
+    for k in range(len(files)):
+        got = pending.result()
+        pending = reader.submit(read, k + 1) if k + 1 < len(files) else None
+        yield got
 
 
 def _read_streamed(recognizer, files, batch_size: int, feed_pool) -> list:

@@ -663,8 +663,8 @@ def test_the_gpu_path_reads_each_chunk_ahead_on_the_pools_thread_and_a_failed_re
         rows = recognize_dir(reader, root, batch_size=4, gpu_stream=True, paths=paths, feed_pool=pool)
         assert next(rows)["image"] == plain[0][0]
         rows.close()
-        assert not [t for t in threading.enumerate() if t.name == "ocr-assets-gpu-reader"]
-        assert readers and set(readers) == {"ocr-assets-gpu-reader"} and len(readers) <= 3, readers
+        assert not [t for t in threading.enumerate() if t.name.startswith("ocr-assets-gpu-reader")]
+        assert readers and all(r.startswith("ocr-assets-gpu-reader") for r in readers) and len(readers) <= 2, readers
         monkeypatch.setattr(reader, "recognize_encoded", inner, raising=False)
 
         def out_of_memory(*args, **kwargs):  # fails before any feed takes the chunk's read-ahead

@@ -454,28 +454,38 @@ def learn_spacing(texts: Sequence[str]) -> tuple[dict[str, dict[str, bool]], dic
     return rules, counts
 
 
-def _keep_spacing_that_helps(rules: dict[str, dict[str, bool]], truths: list[str], reads: list[str]
-                             ) -> tuple[dict[str, dict[str, bool]], dict[str, list[int]]]:
-    """The candidate rules that bring the readings closer to the transcription: each alone must remove at least
-    two edits and twice as many as it adds, over the lines read. Returns the kept rules and, per "mark side", the
-    [edits removed, edits added]."""
+def _edit_gain(truths: list[str], reads: list[str]):
+    """A judge of one rule on these lines (marks left out): `gain(key, change)` gives [edits removed, edits added]
+    when `change` rewrites each reading that contains `key`."""
     from rapidfuzz.distance import Levenshtein
 
     truths = [strip_tashkeel(t) for t in truths]
     reads = [strip_tashkeel(r) for r in reads]
     before = [Levenshtein.distance(t, r) for t, r in zip(truths, reads)]
+
+    def gain(key: str, change) -> list[int]:
+        removed = added = 0
+        for t, r, d0 in zip(truths, reads, before):
+            if key in r:
+                d1 = Levenshtein.distance(t, change(r))
+                removed, added = removed + max(d0 - d1, 0), added + max(d1 - d0, 0)
+        return [removed, added]
+
+    return gain
+
+
+def _keep_spacing_that_helps(rules: dict[str, dict[str, bool]], truths: list[str], reads: list[str]
+                             ) -> tuple[dict[str, dict[str, bool]], dict[str, list[int]]]:
+    """The candidate rules that bring the readings closer to the transcription: each alone must remove at least
+    two edits and twice as many as it adds, over the lines read. Returns the kept rules and, per "mark side", the
+    [edits removed, edits added]."""
+    gain = _edit_gain(truths, reads)
     kept: dict[str, dict[str, bool]] = {}
     votes: dict[str, list[int]] = {}
     for mark, sides in rules.items():
         for side, value in sides.items():
             trial = Conventions(spacing={mark: {side: value}})
-            removed = added = 0
-            for t, r, d0 in zip(truths, reads, before):
-                if mark not in r:
-                    continue
-                d1 = Levenshtein.distance(t, trial._space(r, [], [])[0])
-                removed, added = removed + max(d0 - d1, 0), added + max(d1 - d0, 0)
-            votes[f"{mark} {side}"] = [removed, added]
+            removed, added = votes[f"{mark} {side}"] = gain(mark, lambda r: trial._space(r, [], [])[0])
             if removed >= 2 and removed >= 2 * added:
                 kept.setdefault(mark, {})[side] = value
     return kept, votes
@@ -500,20 +510,11 @@ def rejudge(conventions: Conventions, truths: Sequence[str], reads: Sequence[str
     conventions = rejudge_spacing(conventions, truths, reads)
     if not conventions.words:
         return conventions
-    from rapidfuzz.distance import Levenshtein
-
-    truths = [strip_tashkeel(t) for t in truths]
-    reads = [strip_tashkeel(r) for r in reads]
-    before = [Levenshtein.distance(t, r) for t, r in zip(truths, reads)]
+    gain = _edit_gain(list(truths), list(reads))
     votes: dict[str, list[int]] = {}
     for x, y in list(conventions.words.items()):
         trial = Conventions(words={x: y})
-        removed = added = 0
-        for t, r, d0 in zip(truths, reads, before):
-            if x in r:
-                d1 = Levenshtein.distance(t, trial._rewrite_words(r, [], [])[0])
-                removed, added = removed + max(d0 - d1, 0), added + max(d1 - d0, 0)
-        votes[x] = [removed, added]
+        removed, added = votes[x] = gain(x, lambda r: trial._rewrite_words(r, [], [])[0])
         if added > removed:
             del conventions.words[x]
     conventions.evidence["words_gain_after_training"] = votes

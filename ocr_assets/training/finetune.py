@@ -67,8 +67,8 @@ def lora_finetune(base_dir: Path, train: pa.Table, val: pa.Table | None, setting
         train_samples = [(image, conventions.fold(text)) for image, text in train_samples]
         val_samples = [(image, conventions.fold(text)) for image, text in val_samples]
     report = backend.finetune(base_dir, train_samples, val_samples or None, settings, adapter_dir, on_epoch)
-    if conventions and (conventions.spacing or conventions.words) and report.val_readings:
-        conventions = rejudge(conventions, *zip(*report.val_readings))  # judged again with the fine-tuned model
+    if conventions and report.val_readings:  # the spacing and word rules judged again with the fine-tuned model
+        conventions = rejudge(conventions, *zip(*report.val_readings))
     if conventions is not None:  # the evidence is kept in training.json even when nothing was learned
         conventions.save(adapter_dir)
         report.extra["conventions"] = conventions.as_dict()

@@ -26,7 +26,7 @@ def scores(rec, images, texts) -> dict:
 
 def rest_with_conventions(rec, model_dir: Path, blobs: list[bytes], texts: list[str], first: int = 200) -> dict:
     """The book's lines after its first `first`, read as they are and with the conventions `ocr-assets conventions`
-    learns from those first lines (`learn_book_conventions`: spacing, digits, marks, ligatures) — what a user gets
+    learns from those first lines (`learn_book_conventions`: spacing, digits, marks, ligatures, words) — what a user gets
     from pointing the tool at 200 transcribed lines of the book, without training."""
     from ocr_assets.models.backends import backend_for
     from ocr_assets.models.conventions import with_conventions

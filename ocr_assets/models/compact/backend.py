@@ -85,7 +85,8 @@ class CompactBackend(Backend):
         if adapter_dir.exists():
             shutil.rmtree(adapter_dir)
         lora.save_adapters(result.model, adapter_dir)
-        extra = {"epochs": len(result.history) or config.epochs, "epochs_planned": config.epochs, "top_layers": top, "feature_variants": variants if top else 0,
+        extra = {"epochs": len(result.history) or config.epochs, "epochs_planned": config.epochs,  # patience
+                 "top_layers": top, "feature_variants": variants if top else 0,
                  "learning_rate": config.learning_rate, "trainable_params": trainable,
                  "total_params": total, "added_characters": "".join(added), "best_val_cer": result.best_val_cer,
                  **result.codec_stats.as_dict(10)}
