@@ -5,10 +5,13 @@
 Each reading is aligned with its ground truth (`metrics.char_confusions`: Levenshtein edit operations on normalized
 text with marks kept) and every edit counted as "deleted ' '", "inserted 'َ'", "'أ' read 'ا'", ...; the table prints the most common
 classes with their share of all edits, and CER / CER_norm for the folder. Used to find what limits a book (issue 12).
+A diagnostic CER_norm with the spaces next to punctuation taken out of both sides says how much of the rest is a
+transcriber's spacing habit («قال :» / «قال:», « كلمة » / «كلمة») rather than letters; it is not the benchmark metric.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import unicodedata
 from pathlib import Path
@@ -28,6 +31,14 @@ def edit_name(ref_char: str, hyp_char: str) -> str:
     if not hyp_char:
         return f"deleted {_show(ref_char)}"
     return f"inserted {_show(hyp_char)}" if not ref_char else f"{_show(ref_char)} read {_show(hyp_char)}"
+
+
+# Spaces on either side of these marks are a transcriber's choice the shared books make differently.
+_PUNCTUATION_SPACE = re.compile(r" ?([:،.؛«»()\[\]]) ?")
+
+
+def without_punctuation_spaces(text: str) -> str:
+    return _PUNCTUATION_SPACE.sub(r"\1", text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = metrics.char_confusions(refs, hyps, top=None, keep_marks=True)
     total = sum(n for _, _, n in counts)
     print(f"{len(images)} lines of {folder.name}, model {args.model}: CER {metrics.cer(refs, hyps):.4f}, "
-          f"CER_norm {metrics.cer_norm(refs, hyps):.4f}, {total} edits")
+          f"CER_norm {metrics.cer_norm(refs, hyps):.4f}, {total} edits; CER_norm with spaces next to punctuation "
+          f"ignored (diagnostic) {metrics.cer_norm([without_punctuation_spaces(t) for t in refs], [without_punctuation_spaces(t) for t in hyps]):.4f}")
     print("\n| edit | count | share of edits |\n|---|---|---|")
     for ref_char, hyp_char, n in counts[: args.top]:
         print(f"| {edit_name(ref_char, hyp_char)} | {n} | {n / max(1, total):.1%} |")
