@@ -13,11 +13,19 @@ unseen seed. `--text synthetic`: the training sampler as it is (30 % of lines mo
 Arramooz Arabic dictionary (nouns and verbs as the dictionary vowels them; GPL; `pip install arramooz-pysqlite`,
 read from the installed package at run time, nothing of it in this repository). Dictionary words in random order:
 no sentence context, other vocabulary and forms than the Qurʾān text the model trained on.
+
+Other engines (Kraken): `--save-lines DIR` keeps the rendered lines as DIR/<Face>/<nnnnn>.png + .gt.txt (same seed,
+same lines every time); read them elsewhere, e.g. `.kraken/venv/bin/python benchmarks/kraken/read_kraken.py --model
+M --out K.json --dir DIR/<Face>` per face, and `--readings "Kraken 7.1.1=K.json"` (repeatable, several JSON files
+joined with commas) scores those readings as a row beside ours, matched by face folder and file name. Kraken
+returns display order on some lines: where the JSON also holds `bidi_R` (its own bidi re-run), the better of the
+two orders is scored and named, as benchmarks/kraken/score.py does.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -93,6 +101,44 @@ def render_heldout_text(fonts, lines: int, seed: int, folder: Path) -> tuple[lis
     return paths, refs
 
 
+def engine_readings(spec: str) -> tuple[str, dict[str, dict[str, str]]]:
+    """NAME=A.json[,B.json]: an engine's readings keyed by "<face folder>/<file name>", per order ("as returned",
+    and "bidi_R" where the JSON has it)."""
+    name, _, files = spec.partition("=")
+    if not name or not files:
+        raise SystemExit(f"--readings {spec!r}: give NAME=FILE.json[,FILE.json]")
+    orders: dict[str, dict[str, str]] = {"as returned": {}}
+    for file in files.split(","):
+        try:
+            raw = json.loads(Path(file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--readings {file!r}: {exc}") from None
+        for order, key in (("as returned", "lines"), ("bidi_R", "bidi_R")):
+            for path, text in (raw.get(key) or {}).items():
+                orders.setdefault(order, {})["/".join(Path(path).parts[-2:])] = text
+    return name, orders
+
+
+def score_readings(name: str, orders: dict[str, dict[str, str]], paths: list[Path], refs: list[str]):
+    """The engine's row for one face: the better order, named; None when it read none of these lines."""
+    keys = ["/".join(p.parts[-2:]) for p in paths]
+    scored = {}
+    for order, texts in orders.items():
+        if not all(k in texts for k in keys):
+            missing = sum(k not in texts for k in keys)
+            if missing < len(keys):
+                raise SystemExit(f"--readings {name!r} ({order}): {missing} of {len(keys)} lines of "
+                                 f"{paths[0].parent.name} are missing")
+            continue
+        scored[order] = metrics.score(refs, [texts[k] for k in keys])
+    if not scored:
+        return None
+    best = min(scored, key=lambda o: scored[o].cer)
+    label = name if len(scored) == 1 else f"{name} ({best}; " + ", ".join(
+        f"{o} CER {sc.cer:.4f}" for o, sc in scored.items()) + ")"
+    return label, scored[best]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=200, help="lines per face")
@@ -102,6 +148,10 @@ def main() -> None:
     ap.add_argument("--faces", default=",".join(HELDOUT_FONTS[:1]),
                     help="comma-separated font families or names, one table row each (default: the held-out face)")
     ap.add_argument("--skip-tesseract", action="store_true")
+    ap.add_argument("--save-lines", help="keep the rendered lines (PNG + .gt.txt) under this folder, one folder a face")
+    ap.add_argument("--readings", action="append", default=[],
+                    help="NAME=FILE.json[,FILE.json]: another engine's readings of the saved lines (read_kraken.py's "
+                         "JSON), scored as a row")
     ap.add_argument("--text", choices=("quran", "synthetic", "arramooz"), default="quran",
                     help="quran: the training text source (an unseen seed); synthetic: the training sampler with its "
                          "pseudo-words; arramooz: a text source held out of all training")
@@ -110,8 +160,10 @@ def main() -> None:
     models = dict(m.split("=", 1) for m in (args.model or ["ours (shipped compact)=default"]))
     installed = discover_fonts()
     held_out = {f.name for f in installed if f.name in HELDOUT_FONTS or f.family in HELDOUT_FONTS}
+    readings = [engine_readings(spec) for spec in args.readings]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.save_lines) if args.save_lines else Path(tmp)
         faces = []
         for face in [f.strip() for f in args.faces.split(",") if f.strip()]:
             fonts = [f for f in installed if face in (f.name, f.family)]
@@ -119,7 +171,10 @@ def main() -> None:
                 raise SystemExit(f"font {face!r} is not installed (Debian: fonts-sil-scheherazade, fonts-hosny-amiri, "
                                  "fonts-noto-core, fonts-sil-lateef)")
             render = render_heldout_text if args.text == "arramooz" else render_face
-            paths, refs = render(fonts, args.lines, args.seed, Path(tmp) / face.replace(" ", "_"))
+            paths, refs = render(fonts, args.lines, args.seed, root / face.replace(" ", "_"))
+            if args.save_lines:
+                for path, ref in zip(paths, refs):
+                    path.with_suffix(".gt.txt").write_text(ref + "\n", encoding="utf-8")
             role = "held out of all training" if all(f.name in held_out for f in fonts) else "in the training fonts"
             faces.append((face, role, paths, refs))
         for name, model in models.items():
@@ -127,6 +182,11 @@ def main() -> None:
             for face, role, paths, refs in faces:
                 ours = [r.text for r in rec.recognize([p.read_bytes() for p in paths], batch_size=32)]
                 rows.append((face, role, name, metrics.score(refs, ours)))
+        for name, orders in readings:
+            for face, role, paths, refs in faces:
+                scored = score_readings(name, orders, paths, refs)
+                if scored is not None:
+                    rows.append((face, role, *scored))
         if not args.skip_tesseract:
             for face, role, paths, refs in faces:
                 tess, _ = tesseract_many(paths, psm=13)

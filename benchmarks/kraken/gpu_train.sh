@@ -32,6 +32,9 @@ export PYTHONPATH=/tmp/site
 { nproc; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; python3 -c "import torch, lightning; from importlib.metadata import version as v; print('torch', torch.__version__, 'lightning', lightning.__version__, 'kraken', v('kraken'))"; } > "$OUT/machine.txt" 2>&1
 ALL=(Dhahabi.Tarikh IbnFaqihHamadhani.Buldan IbnJawzi.Muntazam IbnQutayba.Adab Jahiz.Hayawan)
 # FOLDS="IbnQutayba.Adab Jahiz.Hayawan": train only those held-out books' folds (each still trains on all the others).
+# FOLDS=ALL: one model on all five books (their *.val.arrow for early stopping; no held-out book, so its `ketos
+# test` finds no data and says so): the Kraken a user would train on these books, for rows that use no book
+# (vocalised lines per face: benchmarks/vocalised.py --readings).
 read -r -a BOOKS <<< "${FOLDS:-${ALL[*]}}"
 # Kraken's centerline normalisation once per line, with every core, before training (dewarp_cache.py: the same
 # function, memoised on disk; DEWARP_CACHE=0 trains with the per-epoch recomputation instead).
