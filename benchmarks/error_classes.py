@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ocr_assets import metrics  # noqa: E402
+from ocr_assets.models.conventions import SPACED_MARKS  # noqa: E402
 from ocr_assets.text import normalize  # noqa: E402
 
 
@@ -33,8 +34,8 @@ def edit_name(ref_char: str, hyp_char: str) -> str:
     return f"inserted {_show(hyp_char)}" if not ref_char else f"{_show(ref_char)} read {_show(hyp_char)}"
 
 
-# Spaces on either side of these marks are a transcriber's choice the shared books make differently.
-_PUNCTUATION_SPACE = re.compile(r" ?([:،.؛«»()\[\]]) ?")
+# Spaces on either side of the marks whose spacing `ocr-assets conventions` learns per book (a transcriber's choice).
+_PUNCTUATION_SPACE = re.compile(" ?([" + re.escape(SPACED_MARKS) + "]) ?")
 
 
 def without_punctuation_spaces(text: str) -> str:

@@ -101,6 +101,11 @@ def render_heldout_text(fonts, lines: int, seed: int, folder: Path) -> tuple[lis
     return paths, refs
 
 
+def _line_key(path: str | Path) -> str:
+    """A saved line as "<face folder>/<file name>": the same on the machine that rendered it and the one that read it."""
+    return "/".join(Path(path).parts[-2:])
+
+
 def engine_readings(spec: str) -> tuple[str, dict[str, dict[str, str]]]:
     """NAME=A.json[,B.json]: an engine's readings keyed by "<face folder>/<file name>", per order ("as returned",
     and "bidi_R" where the JSON has it)."""
@@ -115,21 +120,21 @@ def engine_readings(spec: str) -> tuple[str, dict[str, dict[str, str]]]:
             raise SystemExit(f"--readings {file!r}: {exc}") from None
         for order, key in (("as returned", "lines"), ("bidi_R", "bidi_R")):
             for path, text in (raw.get(key) or {}).items():
-                orders.setdefault(order, {})["/".join(Path(path).parts[-2:])] = text
+                orders.setdefault(order, {})[_line_key(path)] = text
     return name, orders
 
 
 def score_readings(name: str, orders: dict[str, dict[str, str]], paths: list[Path], refs: list[str]):
     """The engine's row for one face: the better order, named; None when it read none of these lines."""
-    keys = ["/".join(p.parts[-2:]) for p in paths]
+    keys = [_line_key(p) for p in paths]
     scored = {}
     for order, texts in orders.items():
-        if not all(k in texts for k in keys):
-            missing = sum(k not in texts for k in keys)
-            if missing < len(keys):
-                raise SystemExit(f"--readings {name!r} ({order}): {missing} of {len(keys)} lines of "
-                                 f"{paths[0].parent.name} are missing")
+        missing = sum(k not in texts for k in keys)
+        if missing == len(keys):  # this engine did not read this face
             continue
+        if missing:
+            raise SystemExit(f"--readings {name!r} ({order}): {missing} of {len(keys)} lines of "
+                             f"{paths[0].parent.name} are missing")
         scored[order] = metrics.score(refs, [texts[k] for k in keys])
     if not scored:
         return None

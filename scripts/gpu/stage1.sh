@@ -16,7 +16,7 @@ python3 -m ocr_assets.training.pretrain render --out $W/heldout/vocalised.parque
   --vocalised-fraction 1.0 --exclude-fonts "" --only-fonts Scheherazade-Regular,Scheherazade-Bold
 TRAIN_SECONDS=${TRAIN_SECONDS:-300}
 [ -n "${DEADLINE:-}" ] && TRAIN_SECONDS=$(( DEADLINE - SECONDS - ${EXPORT_MARGIN:-45} ))
-[ "$EPOCHS" = auto ] && EPOCHS=$(( TRAIN_SECONDS * ${RATE:-2500} / LINES )) && [ "$EPOCHS" -lt 1 ] && EPOCHS=1
+if [ "$EPOCHS" = auto ]; then EPOCHS=$(( TRAIN_SECONDS * ${RATE:-2500} / LINES )); (( EPOCHS >= 1 )) || EPOCHS=1; fi
 echo "stage1: rendering took ${SECONDS} s; training $EPOCHS epochs for at most ${TRAIN_SECONDS} s"
 timeout "$TRAIN_SECONDS" torchrun --standalone --nproc_per_node="$NGPU" -m ocr_assets.models.compact.train \
   --train $W/synth --val $W/val --out $W/stage1 --epochs "$EPOCHS" --batch-size 128 --lr "${LR:-1.5e-3}" \
