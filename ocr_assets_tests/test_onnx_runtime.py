@@ -494,6 +494,46 @@ def test_a_feed_never_closed_leaks_no_descriptor_or_memory(book_lines):
     assert len(os.listdir("/proc/self/fd")) <= fds and len(line_feed._OWN) == own
 
 
+def _deaf_to_sigterm(marker: str) -> None:
+    import signal
+    import time
+
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(3600)
+
+
+def test_closing_a_feed_pool_stops_a_worker_that_would_outlive_sigterm(tmp_path):
+    """A worker that survives SIGTERM (what a Python SIGTERM handler copied from the parent made of a SIGTERM that
+    landed before the worker reset it: the suite once hung in `Pool.terminate`) is still stopped by `close`, here
+    one busy in a task that ignores SIGTERM."""
+    import signal
+    import threading
+    import time
+
+    from ocr_assets.models.compact.line_feed import FeedPool
+
+    marker = tmp_path / "pid"
+    pool = FeedPool(1)
+    pool.start()
+    workers = list(pool.pool._pool)
+    pool.submit(_deaf_to_sigterm, (str(marker),))
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the worker never ran the task"
+    closer = threading.Thread(target=pool.close, daemon=True)
+    closer.start()
+    closer.join(60)
+    hung = closer.is_alive()
+    if hung:  # clean up for the tests after this one, then fail
+        for worker in workers:
+            worker.kill()
+        closer.join(60)
+    assert not hung, "FeedPool.close waited for a worker that ignores SIGTERM"
+    assert [str(w.pid) for w in workers] == [marker.read_text()] and workers[0].exitcode == -signal.SIGKILL
+
+
 def test_without_memfds_the_feed_decodes_in_its_own_process(book_lines, monkeypatch):
     """Where workers cannot map later buffers (no memfd or /proc: not Linux), a feed asked for workers decodes in
     its own process from anonymous mappings, with the same pixels."""

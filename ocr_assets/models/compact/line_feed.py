@@ -222,9 +222,8 @@ _WORKER: dict = {"maps": {}}  # feed -> {key: view}, the two latest feeds (a fee
 
 
 def _worker_init() -> None:
-    # The kernel's SIGTERM, not a Python handler inherited from the parent: such a handler never runs while the
-    # worker waits on a lock copied mid-use from a threaded parent, and Pool.terminate() then waited for it
-    # forever (seen once in a test run). The workers own nothing to clean up (the buffers are the parent's).
+    # The kernel's SIGTERM, not a Python handler inherited from the parent (a worker that outlives a close is
+    # still stopped by a plain `kill`). `FeedPool.close` itself stops the workers with SIGKILL (`_killing_fork`).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _OWN.clear()  # the parent's, copied by the fork: mapped again by path like any later one
     _WORKER.update(maps={})
@@ -439,6 +438,24 @@ def _run_ahead(work: queue.SimpleQueue) -> None:
         future = function = args = None
 
 
+def _killing_fork():
+    """A fork context whose pool workers `Pool.terminate()` stops with SIGKILL. SIGTERM could be lost: a parent with
+    a Python SIGTERM handler (Dagster leaves `default_int_handler` there after an in-process run) forks workers that
+    run that handler until `_worker_init` resets it, and a SIGTERM landing in that window (a pool closed right after
+    it started, on a loaded machine) was swallowed, e.g. as a KeyboardInterrupt inside `threading._after_fork`, whose
+    errors are only printed. The worker then waited for a task forever and so did `terminate()` (reproduced: 4 of
+    300 start-then-close cycles under load). The workers own nothing to clean up: the buffers are the parent's."""
+
+    class Killed(multiprocessing.context.ForkProcess):
+        def terminate(self) -> None:
+            self.kill()
+
+    class KillingFork(multiprocessing.context.ForkContext):
+        Process = Killed
+
+    return KillingFork()
+
+
 class FeedPool:
     """Decode workers and batch buffers kept across `LineFeed`s: a process that reads many calls (a service, a
     library read in parts) forks its workers and sizes (and, for a GPU, page-locks) its buffers once. Workers are
@@ -469,7 +486,7 @@ class FeedPool:
         if self.workers > 0 and self.pool is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process: workers use no threads
-                self.pool = multiprocessing.get_context("fork").Pool(self.workers, _worker_init)
+                self.pool = _killing_fork().Pool(self.workers, _worker_init)
 
     def ahead(self, function, *args) -> Future:
         """`function(*args)` on this pool's read-ahead thread (one thread: work asked for runs in the order asked),
