@@ -19,7 +19,9 @@ same lines every time); read them elsewhere, e.g. `.kraken/venv/bin/python bench
 M --out K.json --dir DIR/<Face>` per face, and `--readings "Kraken 7.1.1=K.json"` (repeatable, several JSON files
 joined with commas) scores those readings as a row beside ours, matched by face folder and file name. Kraken
 returns display order on some lines: where the JSON also holds `bidi_R` (its own bidi re-run), the better of the
-two orders is scored and named, as benchmarks/kraken/score.py does.
+two orders is scored and named, as benchmarks/kraken/score.py does. A Kraken trained on the bilevel book lines reads these
+greyscale renderings far worse than the same lines binarised: `read_kraken.py --binarize` (Kraken's nlbin) gives
+the row a Kraken user would get (both measured in README, "Vocalised text").
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Writes JSON {"model", "lines": {png_path: raw_prediction}, "read_s" (wall time o
 done by score.py in the project's venv, which is where the project's metrics live.
 
     .kraken/venv/bin/python benchmarks/kraken/read_kraken.py --model M.safetensors --out P.json IMG.png ...
-    .kraken/venv/bin/python benchmarks/kraken/read_kraken.py --model M --out P.json --dir BOOK_DIR
+    .kraken/venv/bin/python benchmarks/kraken/read_kraken.py --model M --out P.json --dir BOOK_DIR [--binarize]
 """
 
 from __future__ import annotations
@@ -36,22 +36,23 @@ def _convert_fp16(model: Path) -> Path:
     return out
 
 
-def _worker(model: str, paths: list[str], start_evt, q) -> None:
+def _worker(model: str, paths: list[str], start_evt, q, binarize: bool = False) -> None:
     try:
-        _work(model, paths, start_evt, q)
+        _work(model, paths, start_evt, q, binarize)
     except BaseException:  # noqa: BLE001 - report, never leave the parent waiting
         import traceback
 
         q.put(("error", traceback.format_exc()))
 
 
-def _work(model: str, paths: list[str], start_evt, q) -> None:
+def _work(model: str, paths: list[str], start_evt, q, binarize: bool = False) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
     from PIL import Image
 
+    from kraken.binarization import nlbin
     from kraken.configs import RecognitionInferenceConfig
     from kraken.containers import BBoxLine, Segmentation
     from kraken.tasks import RecognitionTaskModel
@@ -66,18 +67,20 @@ def _work(model: str, paths: list[str], start_evt, q) -> None:
     for p in paths:
         im = Image.open(p)
         im.load()
+        if binarize:  # Kraken's own binarisation (`kraken binarize`), for models trained on bilevel lines
+            im = nlbin(im)
         seg = Segmentation(type="bbox", text_direction=config.text_direction, imagename=p, script_detection=False,
                            lines=[BBoxLine(id="l0", bbox=(0, 0, im.width, im.height))])
         out[p] = "".join(r.prediction for r in net.predict(im=im, segmentation=seg, config=config))
     q.put(("done", out))
 
 
-def read(model: Path, paths: list[str], procs: int = 2) -> dict:
+def read(model: Path, paths: list[str], procs: int = 2, binarize: bool = False) -> dict:
     model = _convert_fp16(model)
     ctx = mp.get_context("spawn")
     start_evt, q = ctx.Event(), ctx.Queue()
     shards = [paths[i::procs] for i in range(procs)]
-    workers = [ctx.Process(target=_worker, args=(str(model), s, start_evt, q)) for s in shards]
+    workers = [ctx.Process(target=_worker, args=(str(model), s, start_evt, q, binarize)) for s in shards]
     for w in workers:
         w.start()
     def get():
@@ -108,7 +111,7 @@ def read(model: Path, paths: list[str], procs: int = 2) -> dict:
     # brackets, digit runs kept left-to-right. score.py scores both and says which it reports.
     return {"model": str(model), "lines": {p: lines[p] for p in paths},
             "bidi_R": {p: get_display(lines[p], base_dir="R") for p in paths}, "read_s": read_s, "load_s": max(loads),
-            "procs": procs, "kraken": version("kraken"), "torch": torch.__version__}
+            "procs": procs, "binarize": "nlbin" if binarize else None, "kraken": version("kraken"), "torch": torch.__version__}
 
 
 def main() -> None:
@@ -118,12 +121,14 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--dir", type=Path, help="read every *.png of this folder")
     ap.add_argument("--limit", type=int, default=0, help="first N lines only (smoke tests)")
+    ap.add_argument("--binarize", action="store_true",
+                    help="binarise each line with Kraken's nlbin first (a model trained on bilevel lines, greyscale input)")
     ap.add_argument("images", nargs="*")
     args = ap.parse_args()
     paths = sorted(str(p) for p in args.dir.glob("*.png")) if args.dir else list(args.images)
     if args.limit:
         paths = paths[: args.limit]
-    res = read(args.model, paths, args.procs)
+    res = read(args.model, paths, args.procs, args.binarize)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, ensure_ascii=False))
     print(json.dumps({k: v for k, v in res.items() if k not in ("lines", "bidi_R")} | {"lines": len(paths), "lines_per_s": round(len(paths) / res["read_s"], 2)}))
