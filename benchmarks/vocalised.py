@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import tesseract_many, tesseract_version  # noqa: E402
 
 from ocr_assets import metrics  # noqa: E402
+from ocr_assets.data.gt_folder import TEXT_SUFFIX  # noqa: E402
 from ocr_assets.synth.fonts import discover_fonts  # noqa: E402
 from ocr_assets.synth.lines import iter_synthetic_lines, use_sampler  # noqa: E402
 from ocr_assets.synth.text import PATTERN_SHARE, LineSampler  # noqa: E402
@@ -181,7 +182,7 @@ def main() -> None:
             paths, refs = render(fonts, args.lines, args.seed, root / face.replace(" ", "_"))
             if args.save_lines:
                 for path, ref in zip(paths, refs):
-                    path.with_suffix(".gt.txt").write_text(ref + "\n", encoding="utf-8")
+                    path.with_suffix(TEXT_SUFFIX).write_text(ref + "\n", encoding="utf-8")
             role = "held out of all training" if all(f.name in held_out for f in fonts) else "in the training fonts"
             faces.append((face, role, paths, refs))
         for name, model in models.items():

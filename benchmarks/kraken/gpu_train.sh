@@ -22,10 +22,7 @@
 # training stopped at the 400 s guard (at least one fold still improving); the call's 600 s limit then cut the
 # export after three folds (Dhahabi, Buldan, Muntazam models came back, the summary and logs did not: both are
 # now written first). Next run: TRAIN_S<=330 so export and test fit in one call.
-# Run 4 (session 16: FOLDS=ALL TRAIN_S=400 TEST_S=20 LAG=5 WORKERS=12 BATCH=32): one model on all five books,
-# prewarm 62 s, 13 epochs (~25 s each) in the 400 s guard, validation accuracy 0.9909 at epoch 12 (0.9890 at 8),
-# not stopped by early stopping; 532 s wall. Its `ketos test` finds no held-out book ("Invalid specification"), as
-# expected.
+# Run 4 (session 16, FOLDS=ALL, one model on all five books): benchmarks/kraken/README.md.
 set -u
 OUT="${OUT:-/tmp/kraken_out}"; mkdir -p "$OUT"
 TRAIN_S="${TRAIN_S:-400}"; TEST_S="${TEST_S:-120}"; LAG="${LAG:-10}"; WORKERS="${WORKERS:-3}"; BATCH="${BATCH:-32}"

@@ -443,8 +443,8 @@ def _killing_fork():
     a Python SIGTERM handler (Dagster leaves `default_int_handler` there after an in-process run) forks workers that
     run that handler until `_worker_init` resets it, and a SIGTERM landing in that window (a pool closed right after
     it started, on a loaded machine) was swallowed, e.g. as a KeyboardInterrupt inside `threading._after_fork`, whose
-    errors are only printed. The worker then waited for a task forever and so did `terminate()` (reproduced: 4 of
-    300 start-then-close cycles under load). The workers own nothing to clean up: the buffers are the parent's."""
+    errors are only printed. The worker then waited for a task forever and so did `terminate()`
+    (benchmarks/feed_pool_close.py). The workers own nothing to clean up: the buffers are the parent's."""
 
     class Killed(multiprocessing.context.ForkProcess):
         def terminate(self) -> None:
